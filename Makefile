@@ -1,0 +1,37 @@
+# relay — common tasks. `make demo` and `make test` work on a fresh machine.
+GO      ?= go
+PKGS    := ./...
+BIN     := bin/relay
+
+.PHONY: all build demo test deps lint unit bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/relay
+
+deps:
+	@scripts/install-deps.sh
+
+# demo: relay on a throwaway embedded PostgreSQL with a demo receiver.
+demo: build
+	@scripts/install-deps.sh >/dev/null
+	$(BIN) demo $(DEMO_FLAGS)
+
+lint:
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+	bin/staticcheck $(PKGS)
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+# test: install what is missing, then format, vet, staticcheck and the race-enabled suite.
+test: deps lint unit
+
+bench: build
+	$(BIN) bench $(BENCH_FLAGS)
+
+clean:
+	rm -rf bin relay-data

@@ -1,0 +1,315 @@
+// Package pgcluster runs a PostgreSQL server from the locally installed
+// server binaries (initdb, postgres). The test harness uses it for a
+// throwaway cluster and `relay run` for its embedded default.
+//
+// PostgreSQL refuses to run as root, so when the current process is root the
+// server runs as an unprivileged user (postgres if it exists, else nobody),
+// and the data directory is handed to that user.
+package pgcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNoBinaries is returned when initdb and postgres cannot be found.
+var ErrNoBinaries = errors.New("PostgreSQL server binaries (initdb, postgres) not found; " +
+	"install them (Debian/Ubuntu: apt-get install -y postgresql; macOS: brew install postgresql@16) " +
+	"or set --database-url / RELAY_DATABASE_URL to an existing server")
+
+// FindBinDir finds the directory holding initdb and postgres: on PATH first,
+// then `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin.
+func FindBinDir() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		dir := filepath.Dir(p)
+		if _, err := exec.LookPath("postgres"); err == nil {
+			return dir, nil
+		}
+		if isExec(filepath.Join(dir, "postgres")) {
+			return dir, nil
+		}
+	}
+	if pgc, err := exec.LookPath("pg_config"); err == nil {
+		if out, err := exec.Command(pgc, "--bindir").Output(); err == nil {
+			dir := strings.TrimSpace(string(out))
+			if isExec(filepath.Join(dir, "initdb")) && isExec(filepath.Join(dir, "postgres")) {
+				return dir, nil
+			}
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, dir := range dirs {
+		if isExec(filepath.Join(dir, "initdb")) && isExec(filepath.Join(dir, "postgres")) {
+			return dir, nil
+		}
+	}
+	return "", ErrNoBinaries
+}
+
+func versionOf(binDir string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return v
+}
+
+func isExec(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// Config describes a cluster.
+type Config struct {
+	// DataDir is the cluster's data directory; created by initdb if empty.
+	DataDir string
+	// BinDir holds initdb and postgres; found with FindBinDir when empty.
+	BinDir string
+	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
+	Port int
+	// Settings are extra server settings (-c name=value). wal_level=logical
+	// and enough replication slots are always set.
+	Settings map[string]string
+	// LogFile receives the server's output; DataDir/../postgres.log when empty.
+	LogFile string
+}
+
+// Cluster is one running (or stopped) PostgreSQL server.
+type Cluster struct {
+	cfg     Config
+	cred    *syscall.Credential
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logFile *os.File
+}
+
+// New prepares a cluster, running initdb when the data directory holds no
+// cluster yet. It does not start the server.
+func New(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("pgcluster: DataDir is required")
+	}
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DataDir = abs
+	if cfg.BinDir == "" {
+		if cfg.BinDir, err = FindBinDir(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Port == 0 {
+		if cfg.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.LogFile == "" {
+		cfg.LogFile = filepath.Join(filepath.Dir(cfg.DataDir), filepath.Base(cfg.DataDir)+".log")
+	}
+	c := &Cluster{cfg: cfg}
+	if os.Geteuid() == 0 {
+		if c.cred, err = unprivilegedUser(); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "PG_VERSION")); err == nil {
+		return c, nil
+	}
+	if err := c.initdb(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func unprivilegedUser() (*syscall.Credential, error) {
+	for _, name := range []string{"postgres", "nobody"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+	}
+	return nil, errors.New("running as root and no unprivileged user (postgres or nobody) exists to run PostgreSQL")
+}
+
+// URL is the connection string for a database of this cluster, as the
+// superuser "postgres" over TCP on 127.0.0.1.
+func (c *Cluster) URL(database string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.cfg.Port, database)
+}
+
+// Port is the TCP port the server listens on.
+func (c *Cluster) Port() int { return c.cfg.Port }
+
+// DataDir is the cluster's data directory.
+func (c *Cluster) DataDir() string { return c.cfg.DataDir }
+
+func (c *Cluster) initdb(ctx context.Context) error {
+	if err := os.MkdirAll(c.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	if err := c.handOver(c.cfg.DataDir); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(c.cfg.BinDir, "initdb"),
+		"-D", c.cfg.DataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	cmd.Dir = os.TempDir()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb in %s: %w\n%s", c.cfg.DataDir, err, out)
+	}
+	return nil
+}
+
+// handOver gives dir to the unprivileged user and makes every parent
+// directory traversable, since the server must reach its data directory.
+func (c *Cluster) handOver(dir string) error {
+	if c.cred == nil {
+		return nil
+	}
+	if err := os.Chown(dir, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+		return fmt.Errorf("giving %s to uid %d: %w", dir, c.cred.Uid, err)
+	}
+	for p := filepath.Dir(dir); p != "/" && p != "."; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(p, st.Mode().Perm()|0o011); err != nil {
+				return fmt.Errorf("making %s traversable for the postgres user: %w", p, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Start starts the server and waits until it accepts connections.
+func (c *Cluster) Start(ctx context.Context) error {
+	if c.cmd != nil {
+		return errors.New("pgcluster: already started")
+	}
+	settings := map[string]string{
+		"listen_addresses":        "127.0.0.1",
+		"unix_socket_directories": "",
+		"wal_level":               "logical",
+		"max_replication_slots":   "64",
+		"max_wal_senders":         "64",
+		"max_connections":         "200",
+	}
+	for k, v := range c.cfg.Settings {
+		settings[k] = v
+	}
+	args := []string{"-D", c.cfg.DataDir, "-p", strconv.Itoa(c.cfg.Port)}
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, "-c", k+"="+settings[k])
+	}
+	logf, err := os.OpenFile(c.cfg.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening server log: %w", err)
+	}
+	cmd := exec.Command(filepath.Join(c.cfg.BinDir, "postgres"), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = os.TempDir()
+	// Setpgid keeps a terminal's Ctrl-C from reaching the server directly:
+	// the owner stops it in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting postgres: %w", err)
+	}
+	c.cmd, c.logFile, c.exited = cmd, logf, make(chan struct{})
+	go func() { _ = cmd.Wait(); close(c.exited) }()
+	if err := c.waitReady(ctx); err != nil {
+		_ = c.Stop()
+		return err
+	}
+	return nil
+}
+
+func (c *Cluster) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		if err == nil {
+			conn.Close(ctx)
+			return nil
+		}
+		select {
+		case <-c.exited:
+			log, _ := os.ReadFile(c.cfg.LogFile)
+			return fmt.Errorf("postgres exited during start-up; its log:\n%s", tail(string(log), 2000))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postgres did not accept connections within 60s: %w", err)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// Stop shuts the server down (fast mode: open sessions are ended) and waits.
+// Stopping a stopped cluster does nothing.
+func (c *Cluster) Stop() error {
+	if c.cmd == nil {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	c.cmd = nil
+	if c.logFile != nil {
+		c.logFile.Close()
+		c.logFile = nil
+	}
+	return nil
+}
+
+// Restart stops and starts the server on the same data and port.
+func (c *Cluster) Restart(ctx context.Context) error {
+	if err := c.Stop(); err != nil {
+		return err
+	}
+	return c.Start(ctx)
+}
+
+// FreePort asks the kernel for a free TCP port on 127.0.0.1.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

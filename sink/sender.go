@@ -1,0 +1,387 @@
+// Package sink delivers outbox events to webhook endpoints: the HTTP sender
+// and its SSRF guard, the classification of answers, the retry schedule,
+// delivery windows, body formats, and (in other files) fan-out and dispatch.
+package sink
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+)
+
+// Sender defaults.
+const (
+	// DefaultTimeout is the per-request timeout when SendRequest.Timeout is
+	// zero; it matches the SQL default timeout_ms of 10000.
+	DefaultTimeout = 10 * time.Second
+	// DefaultDialTimeout bounds the TCP connect, within the request timeout.
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultMaxResponseBytes is how much of a response body is read
+	// (and drained, so the connection can be reused) at most.
+	DefaultMaxResponseBytes = 64 << 10
+	// ResponseKeepChars is how many characters of a response body are kept
+	// in SendResult.ResponseBody (the response_body column).
+	ResponseKeepChars = 1000
+	// DefaultMaxIdleConnsPerHost is the idle keep-alive pool per host: a few
+	// busy endpoints receive most of the traffic.
+	DefaultMaxIdleConnsPerHost = 64
+	// DefaultUserAgent is sent when SenderConfig.UserAgent is empty.
+	DefaultUserAgent = "relay"
+
+	maxRetryAfterHeader = 256
+)
+
+var (
+	// ErrHTTPSRequired is returned (wrapped, with the URL masked) for a
+	// URL whose scheme is not https when the request does not allow http.
+	ErrHTTPSRequired = errors.New("https required")
+	// ErrInvalidURL is returned (wrapped, with the URL masked) for a URL that
+	// cannot be sent to at all.
+	ErrInvalidURL = errors.New("invalid URL")
+)
+
+// SenderConfig configures an HTTPSender. The zero value is usable.
+type SenderConfig struct {
+	// Guard checks every address dialed. Nil means a guard with no allow
+	// list: loopback, private and other internal addresses are all refused.
+	Guard *AddressGuard
+	// UserAgent is sent in the user-agent header unless the request sets
+	// one; empty means DefaultUserAgent. The relay passes "relay/<version>".
+	UserAgent string
+	// MaxResponseBytes is how much of a response body is read at most,
+	// including what is discarded after the kept ResponseKeepChars
+	// characters; reading to the end lets the connection be reused, while
+	// a larger body is abandoned and its connection closed. 0 means
+	// DefaultMaxResponseBytes.
+	MaxResponseBytes int
+	// DialTimeout bounds each TCP connect; 0 means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// MaxIdleConnsPerHost sizes the keep-alive pool per host; 0 means
+	// DefaultMaxIdleConnsPerHost.
+	MaxIdleConnsPerHost int
+	// RootCAs, when not nil, replaces the system roots for verifying
+	// servers (tests, or a private CA). Verification is always on.
+	RootCAs *x509.CertPool
+}
+
+// HTTPSender POSTs webhook bodies. It is safe for concurrent use and should
+// be shared: it owns a pool of keep-alive connections.
+type HTTPSender struct {
+	client     *http.Client
+	transport  *http.Transport
+	userAgent  string
+	maxRead    int64
+	defaultTTL time.Duration
+}
+
+// NewHTTPSender returns a sender that:
+//
+//   - checks every dialed address with cfg.Guard (as net.Dialer.Control, so
+//     after DNS resolution, for each address tried);
+//   - never uses a proxy from the environment (a proxy would dial for us and
+//     bypass the guard);
+//   - never follows redirects (a 3xx is returned as the answer);
+//   - verifies TLS certificates, TLS 1.2 at least;
+//   - speaks HTTP/1.1 with a keep-alive pool of MaxIdleConnsPerHost
+//     connections per host, and no compression (bodies are read as sent).
+func NewHTTPSender(cfg SenderConfig) *HTTPSender {
+	guard := cfg.Guard
+	if guard == nil {
+		guard = &AddressGuard{}
+	}
+	dialTimeout := cfg.DialTimeout
+	if dialTimeout <= 0 {
+		dialTimeout = DefaultDialTimeout
+	}
+	maxRead := cfg.MaxResponseBytes
+	if maxRead <= 0 {
+		maxRead = DefaultMaxResponseBytes
+	}
+	idle := cfg.MaxIdleConnsPerHost
+	if idle <= 0 {
+		idle = DefaultMaxIdleConnsPerHost
+	}
+	ua := cfg.UserAgent
+	if ua == "" {
+		ua = DefaultUserAgent
+	}
+	dialer := &net.Dialer{
+		Timeout:   dialTimeout,
+		KeepAlive: 30 * time.Second,
+		Control:   guard.Control,
+	}
+	transport := &http.Transport{
+		Proxy:               nil,
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConns:        idle * 16,
+		MaxIdleConnsPerHost: idle,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+		// Response headers are bounded too: a hostile receiver cannot make
+		// us buffer megabytes of headers.
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	return &HTTPSender{
+		client: &http.Client{
+			Transport: transport,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+		transport:  transport,
+		userAgent:  ua,
+		maxRead:    int64(maxRead),
+		defaultTTL: DefaultTimeout,
+	}
+}
+
+// CloseIdleConnections closes the idle keep-alive connections, for shutdown.
+func (s *HTTPSender) CloseIdleConnections() { s.transport.CloseIdleConnections() }
+
+// SendRequest is one delivery attempt.
+type SendRequest struct {
+	// URL is the subscription's endpoint.
+	URL string
+	// Body is sent as is.
+	Body []byte
+	// Header holds the webhook headers (signatures, ids, custom headers).
+	// content-type defaults to application/json and user-agent to the
+	// sender's when absent.
+	Header http.Header
+	// Timeout bounds the whole attempt: connect, TLS, request, response
+	// headers and reading the body. 0 means DefaultTimeout.
+	Timeout time.Duration
+	// AllowHTTP permits an http:// URL (development and tests only).
+	AllowHTTP bool
+}
+
+// SendResult is the outcome of one attempt, ready to be recorded.
+type SendResult struct {
+	// StatusCode is the response status, 0 when none was received.
+	StatusCode int
+	// Duration is measured from just before the request is sent until the
+	// response body has been read (or the attempt failed).
+	Duration time.Duration
+	// ResponseBody is the first ResponseKeepChars characters of the body,
+	// made valid UTF-8 and free of NUL bytes so it fits a Postgres text
+	// column.
+	ResponseBody string
+	// RetryAfter is the raw Retry-After header, if any (see ParseRetryAfter).
+	RetryAfter string
+	// Err is set only when no status was received: a refused URL or
+	// address, a timeout, a connection or TLS failure. Its message is meant
+	// for the error column and never contains the full URL.
+	Err error
+}
+
+// Send POSTs r.Body to r.URL and reports what happened. A result has either
+// a status or an error, never both: once a status was received, a failure
+// to read the body only shortens ResponseBody.
+func (s *HTTPSender) Send(ctx context.Context, r SendRequest) SendResult {
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return SendResult{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !r.AllowHTTP {
+			return SendResult{Err: fmt.Errorf("%w: refusing %s (http is allowed only with allow_http)", ErrHTTPSRequired, MaskURL(r.URL))}
+		}
+	default:
+		return SendResult{Err: fmt.Errorf("%w: refusing %s", ErrHTTPSRequired, MaskURL(r.URL))}
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return SendResult{Err: fmt.Errorf("%w %s: no host", ErrInvalidURL, MaskURL(r.URL))}
+	}
+
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = s.defaultTTL
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(r.Body))
+	if err != nil {
+		return SendResult{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", s.userAgent)
+	}
+
+	start := time.Now()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return SendResult{Duration: time.Since(start), Err: describeTransportError(ctx, err, timeout)}
+	}
+	body := s.readBody(resp.Body)
+	res := SendResult{
+		StatusCode:   resp.StatusCode,
+		Duration:     time.Since(start),
+		ResponseBody: body,
+		RetryAfter:   truncateRunes(cleanText(resp.Header.Get("Retry-After")), maxRetryAfterHeader),
+	}
+	return res
+}
+
+// readBody keeps the first ResponseKeepChars characters of the body and
+// drains the rest up to maxRead bytes in all, then closes it. A body read
+// to its end returns its connection to the pool.
+func (s *HTTPSender) readBody(rc io.ReadCloser) string {
+	defer rc.Close()
+	keepBytes := int64(ResponseKeepChars * utf8.UTFMax)
+	if keepBytes > s.maxRead {
+		keepBytes = s.maxRead
+	}
+	buf := make([]byte, 0, 512)
+	var err error
+	buf, err = appendRead(buf, io.LimitReader(rc, keepBytes))
+	if err == nil && int64(len(buf)) == keepBytes {
+		// Drain what is left within the limit (one byte over tells us the
+		// body is larger still; the connection is then dropped on close).
+		_, _ = io.Copy(io.Discard, io.LimitReader(rc, s.maxRead-keepBytes+1))
+	}
+	return truncateKeep(cleanText(string(buf)), ResponseKeepChars)
+}
+
+// appendRead reads r to EOF into buf, growing it as needed.
+func appendRead(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// truncateKeep cuts s to n characters with no marker: it is a record of
+// what the receiver said.
+func truncateKeep(s string, n int) string {
+	count := 0
+	for i := range s {
+		if count == n {
+			return s[:i]
+		}
+		count++
+	}
+	return s
+}
+
+// cleanText makes s storable in a Postgres text column: valid UTF-8, no NUL.
+func cleanText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	}
+	return s
+}
+
+// transportError carries a short readable message for a transport failure
+// while keeping the cause for errors.Is / errors.As.
+type transportError struct {
+	msg string
+	err error
+}
+
+func (e *transportError) Error() string { return e.msg }
+func (e *transportError) Unwrap() error { return e.err }
+
+// describeTransportError turns an error from http.Client.Do into a message
+// fit for the error column. It drops the *url.Error wrapper, whose message
+// repeats the full URL (and any secret in it).
+func describeTransportError(ctx context.Context, err error, timeout time.Duration) error {
+	var fe *ForbiddenAddressError
+	if errors.As(err, &fe) {
+		return fe
+	}
+	inner := err
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		inner = ue.Err
+	}
+	wrap := func(msg string) error { return &transportError{msg: msg, err: inner} }
+
+	if errors.Is(err, context.Canceled) {
+		return wrap("canceled")
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return wrap("timeout after " + timeout.String())
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		switch {
+		case dnsErr.IsNotFound:
+			return wrap("resolving " + dnsErr.Name + ": no such host")
+		case dnsErr.IsTimeout:
+			return wrap("resolving " + dnsErr.Name + ": timeout")
+		}
+		return wrap("resolving " + dnsErr.Name + ": " + dnsErr.Err)
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return wrap("timeout after " + timeout.String())
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return wrap("connection refused")
+	case errors.Is(err, syscall.ECONNRESET):
+		return wrap("connection reset by peer")
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return wrap("host unreachable")
+	case errors.Is(err, syscall.ENETUNREACH):
+		return wrap("network unreachable")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return wrap("connection closed by the server before a response")
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		return wrap(certErr.Error())
+	}
+	var recErr tls.RecordHeaderError
+	if errors.As(err, &recErr) {
+		return wrap("tls: the server did not answer with TLS")
+	}
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return wrap("tls: the server refused the handshake: " + strings.TrimPrefix(alert.Error(), "tls: "))
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		return wrap(opErr.Op + ": " + opErr.Err.Error())
+	}
+	return wrap(inner.Error())
+}

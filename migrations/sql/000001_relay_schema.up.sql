@@ -150,6 +150,11 @@ CREATE TABLE relay.outbox (
     headers     jsonb
                 CONSTRAINT "headers must be null or a JSON object" CHECK (headers IS NULL OR jsonb_typeof(headers) = 'object'),
     created_at  timestamptz NOT NULL DEFAULT now(),
+    -- target_subscription_id sends the event to that one subscription only
+    -- (the test button); skip_subscription_id keeps it from one subscription
+    -- (an alert about a failing subscription is never sent to itself).
+    target_subscription_id bigint,
+    skip_subscription_id   bigint,
     CONSTRAINT outbox_event_id_key UNIQUE (event_id)
 );
 

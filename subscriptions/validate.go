@@ -1,0 +1,368 @@
+package subscriptions
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+var (
+	eventTypeRE    = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
+	eventPatternRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?$`)
+	headerNameRE   = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+	secretRE       = regexp.MustCompile(`^whsec_[A-Za-z0-9+/]{32,}={0,2}$`)
+)
+
+// maxPatternLength is the SQL limit on an event type or pattern.
+const maxPatternLength = 200
+
+// ValidEventType reports whether t is an event type: lowercase dotted words
+// such as thread.created (relay.is_valid_event_type).
+func ValidEventType(t string) bool {
+	return len(t) <= maxPatternLength && eventTypeRE.MatchString(t)
+}
+
+// ValidEventPattern reports whether p is an exact event type, a prefix
+// pattern such as thread.* or * (relay.is_valid_event_pattern).
+func ValidEventPattern(p string) bool {
+	return p == "*" || (len(p) <= maxPatternLength && eventPatternRE.MatchString(p))
+}
+
+// MatchPattern reports whether pattern matches eventType. "*" matches every
+// type; "a.*" matches a.x and a.x.y but neither a itself nor ab.x; anything
+// else matches only the identical type. It agrees with the SQL matching of
+// fan-out (event_types && relay.event_type_candidates(type)).
+func MatchPattern(pattern, eventType string) bool {
+	if pattern == "*" {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok && strings.HasSuffix(prefix, ".") {
+		return len(eventType) > len(prefix) && strings.HasPrefix(eventType, prefix)
+	}
+	return pattern == eventType
+}
+
+// MatchAny reports whether any of patterns matches eventType.
+func MatchAny(patterns []string, eventType string) bool {
+	for _, p := range patterns {
+		if MatchPattern(p, eventType) {
+			return true
+		}
+	}
+	return false
+}
+
+// Address ranges a webhook URL may not name literally (unless allowed).
+var forbiddenPrefixes = []struct {
+	prefix netip.Prefix
+	class  string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "unspecified"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	{netip.MustParsePrefix("10.0.0.0/8"), "private"},
+	{netip.MustParsePrefix("172.16.0.0/12"), "private"},
+	{netip.MustParsePrefix("192.168.0.0/16"), "private"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
+	{netip.MustParsePrefix("100.64.0.0/10"), "shared (CGNAT)"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
+	{netip.MustParsePrefix("::/128"), "unspecified"},
+	{netip.MustParsePrefix("::1/128"), "loopback"},
+	{netip.MustParsePrefix("fe80::/10"), "link-local"},
+	{netip.MustParsePrefix("fec0::/10"), "site-local"},
+	{netip.MustParsePrefix("fc00::/7"), "unique-local"},
+	{netip.MustParsePrefix("ff00::/8"), "multicast"},
+}
+
+var (
+	localhostV4 = netip.MustParseAddr("127.0.0.1")
+	localhostV6 = netip.IPv6Loopback()
+)
+
+// ValidateURL is the friendly early check of a webhook URL, run before a
+// subscription is written. It returns a *ValidationError with Field "url"
+// when raw
+//   - is not an absolute URL with a host, or is longer than 2000 characters;
+//   - does not use https:// (http:// passes only when allowHTTP is true);
+//   - names localhost or a *.localhost host, unless an allowCIDRs prefix
+//     covers 127.0.0.1 or ::1;
+//   - names a literal IP address that is loopback, private (RFC 1918),
+//     link-local, CGNAT (100.64.0.0/10), unique-local, site-local,
+//     multicast, reserved or unspecified, unless an allowCIDRs prefix covers
+//     it. IPv4-mapped IPv6 addresses are judged by their IPv4 address.
+//
+// Host names are not resolved: the dial-time guard of package sink, which
+// checks every resolved address, is the real defence against SSRF (and DNS
+// rebinding); this check only turns obvious mistakes into a clear error.
+func ValidateURL(raw string, allowHTTP bool, allowCIDRs []netip.Prefix) error {
+	if raw == "" {
+		return invalid("url", "url must not be empty")
+	}
+	if utf8.RuneCountInString(raw) > MaxURLLength {
+		return invalid("url", fmt.Sprintf("url must be at most %d characters", MaxURLLength))
+	}
+	if strings.ContainsFunc(raw, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return invalid("url", "url must not contain spaces or control characters")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return invalid("url", "url must be an absolute https:// URL")
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+	case "http":
+		if !allowHTTP {
+			return invalid("url", "url must use https:// (http:// is accepted only when relay.settings.allow_http is true)")
+		}
+	default:
+		return invalid("url", "url must use https://")
+	}
+	host := u.Hostname()
+	if host == "" {
+		return invalid("url", "url has no host name")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return invalid("url", "url has an invalid port")
+		}
+	}
+	if addr, err := netip.ParseAddr(host); err == nil {
+		addr = addr.WithZone("").Unmap()
+		for _, f := range forbiddenPrefixes {
+			if f.prefix.Contains(addr) && !covered(allowCIDRs, addr) {
+				return invalid("url", fmt.Sprintf("url points to a %s address (%s); webhooks must reach public hosts (an operator can allow a range with --allow-cidr)", f.class, addr))
+			}
+		}
+		return nil
+	}
+	name := strings.TrimSuffix(strings.ToLower(host), ".")
+	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
+		if covered(allowCIDRs, localhostV4) || covered(allowCIDRs, localhostV6) {
+			return nil
+		}
+		return invalid("url", "url points to localhost; webhooks must reach public hosts (an operator can allow 127.0.0.0/8 with --allow-cidr)")
+	}
+	return nil
+}
+
+func covered(allow []netip.Prefix, a netip.Addr) bool {
+	for _, p := range allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks the parameters as the SQL trigger will, so most mistakes
+// are reported before a round trip and without a half-written row. It does
+// not check URL beyond emptiness: that needs the caller's policy, see
+// ValidateURL. Time zones are left to the database, whose list is the
+// reference.
+func (p *CreateParams) Validate() error {
+	if p.Owner != nil && strings.TrimSpace(*p.Owner) == "" {
+		return invalid("owner", "owner must be null (operator) or a non-empty string")
+	}
+	if err := validateName(p.Name); err != nil {
+		return err
+	}
+	if p.URL == "" {
+		return invalid("url", "url must not be empty")
+	}
+	if err := validateEventTypes(p.EventTypes); err != nil {
+		return err
+	}
+	if p.Secret != "" && !secretRE.MatchString(p.Secret) {
+		return invalid("secret", "secret must be whsec_ followed by base64 of at least 24 bytes")
+	}
+	if p.Format != "" {
+		if err := validateFormat(p.Format); err != nil {
+			return err
+		}
+	}
+	if err := validateHeaders(p.Headers); err != nil {
+		return err
+	}
+	if p.TimeoutMS != 0 {
+		if err := validateTimeout(p.TimeoutMS); err != nil {
+			return err
+		}
+	}
+	if err := validateSchedule(p.RetrySchedule); err != nil {
+		return err
+	}
+	if p.MaxInFlight != 0 {
+		if err := validateMaxInFlight(p.MaxInFlight); err != nil {
+			return err
+		}
+	}
+	if p.Window != nil {
+		if err := validateWindow(*p.Window, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate checks the fields that are set, like CreateParams.Validate.
+func (p *UpdateParams) Validate() error {
+	if p.Name != nil {
+		if err := validateName(*p.Name); err != nil {
+			return err
+		}
+	}
+	if p.URL != nil && *p.URL == "" {
+		return invalid("url", "url must not be empty")
+	}
+	if p.EventTypes != nil {
+		if err := validateEventTypes(*p.EventTypes); err != nil {
+			return err
+		}
+	}
+	if p.Format != nil {
+		if err := validateFormat(*p.Format); err != nil {
+			return err
+		}
+	}
+	if p.Headers != nil {
+		if err := validateHeaders(*p.Headers); err != nil {
+			return err
+		}
+	}
+	if p.TimeoutMS != nil {
+		if err := validateTimeout(*p.TimeoutMS); err != nil {
+			return err
+		}
+	}
+	if p.RetrySchedule != nil {
+		if err := validateSchedule(*p.RetrySchedule); err != nil {
+			return err
+		}
+	}
+	if p.MaxInFlight != nil {
+		if err := validateMaxInFlight(*p.MaxInFlight); err != nil {
+			return err
+		}
+	}
+	if p.Window != nil {
+		if err := validateWindow(*p.Window, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateName(name string) error {
+	if strings.TrimSpace(name) == "" {
+		return invalid("name", "name must not be empty")
+	}
+	if n := utf8.RuneCountInString(name); n > MaxNameLength {
+		return invalid("name", fmt.Sprintf("name must be at most %d characters (got %d)", MaxNameLength, n))
+	}
+	return nil
+}
+
+func validateEventTypes(types []string) error {
+	if len(types) == 0 {
+		return invalid("event_types", "event_types must list at least one event type or pattern (thread.created, thread.* or *)")
+	}
+	for _, t := range types {
+		if !ValidEventPattern(t) {
+			return invalid("event_types", fmt.Sprintf("event_types: %q is not an event type or pattern (use thread.created, thread.* or *)", t))
+		}
+	}
+	return nil
+}
+
+func validateFormat(f string) error {
+	switch f {
+	case FormatJSON, FormatSlack, FormatDiscord:
+		return nil
+	}
+	return invalid("format", fmt.Sprintf("format must be one of json, slack, discord (got %q)", f))
+}
+
+var reservedHeaders = map[string]bool{
+	"content-type": true, "content-length": true, "host": true,
+	"user-agent": true, "transfer-encoding": true, "connection": true,
+}
+
+func validateHeaders(h map[string]string) error {
+	for k, v := range h {
+		if !headerNameRE.MatchString(k) {
+			return invalid("headers", fmt.Sprintf("headers: %q is not a valid header name", k))
+		}
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "webhook-") || strings.HasPrefix(lk, "x-relay-") || reservedHeaders[lk] {
+			return invalid("headers", fmt.Sprintf("headers: %q is set by relay and cannot be overridden", k))
+		}
+		if strings.ContainsAny(v, "\r\n") {
+			return invalid("headers", fmt.Sprintf("headers: the value of %q must be a single-line string", k))
+		}
+	}
+	return nil
+}
+
+func validateTimeout(ms int) error {
+	if ms < MinTimeoutMS || ms > MaxTimeoutMS {
+		return invalid("timeout_ms", fmt.Sprintf("timeout_ms must be between %d and %d (got %d)", MinTimeoutMS, MaxTimeoutMS, ms))
+	}
+	return nil
+}
+
+func validateSchedule(s []time.Duration) error {
+	if len(s) > MaxRetryDelays {
+		return invalid("retry_schedule", fmt.Sprintf("retry_schedule may hold at most %d delays (got %d)", MaxRetryDelays, len(s)))
+	}
+	for _, d := range s {
+		// The database stores microseconds; anything shorter rounds to zero.
+		if d < time.Microsecond {
+			return invalid("retry_schedule", fmt.Sprintf("retry_schedule: every delay must be a positive interval (got %s)", d))
+		}
+		if d > MaxRetryDelay {
+			return invalid("retry_schedule", fmt.Sprintf("retry_schedule: a delay may be at most 7 days (got %s)", d))
+		}
+	}
+	return nil
+}
+
+func validateMaxInFlight(n int) error {
+	if n < 1 || n > 256 {
+		return invalid("max_in_flight", fmt.Sprintf("max_in_flight must be between 1 and 256 (got %d)", n))
+	}
+	return nil
+}
+
+// validateWindow checks the times; clearing (both empty) is allowed on
+// update only.
+func validateWindow(w Window, allowClear bool) error {
+	if w.Start == "" && w.End == "" && allowClear {
+		return nil
+	}
+	if (w.Start == "") != (w.End == "") {
+		return invalid("window_start", "window start and end must both be set or both be empty")
+	}
+	if _, err := ParseTimeOfDay(w.Start); err != nil {
+		return invalid("window_start", fmt.Sprintf("window start %q is not a time of day (HH:MM)", w.Start))
+	}
+	if _, err := ParseTimeOfDay(w.End); err != nil {
+		return invalid("window_end", fmt.Sprintf("window end %q is not a time of day (HH:MM)", w.End))
+	}
+	return nil
+}
+
+// ParseTimeOfDay parses "HH:MM" or "HH:MM:SS" (24-hour clock) into the time
+// since midnight.
+func ParseTimeOfDay(s string) (time.Duration, error) {
+	for _, layout := range []string{"15:04", "15:04:05"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute + time.Duration(t.Second())*time.Second, nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not a time of day (HH:MM)", s)
+}

@@ -87,7 +87,7 @@ func ParseWindow(start, end, zone string) (Window, error) {
 	}
 	loc := time.UTC
 	if z := strings.TrimSpace(zone); z != "" {
-		loc, err = time.LoadLocation(z)
+		loc, err = loadLocation(z)
 		if err != nil {
 			return Window{}, fmt.Errorf("window time zone %q: unknown zone (want an IANA name such as Europe/Paris)", zone)
 		}

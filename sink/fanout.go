@@ -2,9 +2,12 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
@@ -80,18 +83,41 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error 
 		targets[i], skips[i] = ev.TargetSubscriptionID, ev.SkipSubscriptionID
 	}
 	var created int64
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, fanoutSQL, ids, types, owners, targets, skips)
-		if err != nil {
+	insert := func() error {
+		return pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, fanoutSQL, ids, types, owners, targets, skips)
+			if err != nil {
+				return err
+			}
+			created = tag.RowsAffected()
+			if created > 0 {
+				// Other relays dispatching from the same database wake on this.
+				_, err = tx.Exec(ctx, `SELECT pg_notify('relay_deliveries', '')`)
+			}
 			return err
+		})
+	}
+	// Logical decoding may hand over a transaction a moment before its rows
+	// are visible to other sessions (the commit record is in the WAL before
+	// the committing backend leaves the proc array), so the foreign key to
+	// relay.outbox can fail for a freshly committed event. The row appears
+	// within milliseconds: retry briefly, then give up and let the stream
+	// reconnect and replay.
+	delay := time.Millisecond
+	var err error
+	for {
+		err = insert()
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "23503" || delay > time.Second {
+			break
 		}
-		created = tag.RowsAffected()
-		if created > 0 {
-			// Other relays dispatching from the same database wake on this.
-			_, err = tx.Exec(ctx, `SELECT pg_notify('relay_deliveries', '')`)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
 		}
-		return err
-	})
+		delay *= 2
+	}
 	if err != nil {
 		return fmt.Errorf("inserting deliveries: %w", err)
 	}

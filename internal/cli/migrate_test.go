@@ -10,7 +10,12 @@ import (
 	"github.com/pgoutbox/relay/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if runAsRelay() {
+		return
+	}
+	pgtest.Main(m)
+}
 
 // runCLI runs one relay command and returns its exit code and output.
 func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {

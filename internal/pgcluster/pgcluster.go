@@ -30,8 +30,12 @@ var ErrNoBinaries = errors.New("PostgreSQL server binaries (initdb, postgres) no
 	"install them (Debian/Ubuntu: apt-get install -y postgresql; macOS: brew install postgresql@16) " +
 	"or set --database-url / RELAY_DATABASE_URL to an existing server")
 
+// SearchGlob is where FindBinDir looks last for server binaries (Debian and
+// Ubuntu install them there, off PATH). Tests point it elsewhere.
+var SearchGlob = "/usr/lib/postgresql/*/bin"
+
 // FindBinDir finds the directory holding initdb and postgres: on PATH first,
-// then `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin.
+// then `pg_config --bindir`, then the newest SearchGlob match.
 func FindBinDir() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
 		dir := filepath.Dir(p)
@@ -50,7 +54,7 @@ func FindBinDir() (string, error) {
 			}
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(SearchGlob)
 	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
 	for _, dir := range dirs {
 		if isExec(filepath.Join(dir, "initdb")) && isExec(filepath.Join(dir, "postgres")) {

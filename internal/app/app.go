@@ -1,0 +1,321 @@
+// Package app is relay's composition root: it builds the capture stream, the
+// fan-out, the dispatcher, retention and the admin server from one Config,
+// starts them in order and stops them in the reverse order.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/pgoutbox/relay/internal/admin"
+	"github.com/pgoutbox/relay/internal/metrics"
+	"github.com/pgoutbox/relay/internal/retention"
+	"github.com/pgoutbox/relay/migrations"
+	"github.com/pgoutbox/relay/outbox"
+	"github.com/pgoutbox/relay/sink"
+	"github.com/pgoutbox/relay/subscriptions"
+)
+
+// Config is everything `relay run` can be told. Zero values take the
+// defaults documented on each field; Validate names the first bad field.
+type Config struct {
+	// DatabaseURL is the PostgreSQL to serve (required here; the CLI starts
+	// an embedded server when the user gives none).
+	DatabaseURL string
+	// Slot and Publication name the replication slot and publication
+	// (default "relay").
+	Slot, Publication string
+	// AdminAddr is the admin API and console address (default
+	// 127.0.0.1:8080); "off" disables the admin server.
+	AdminAddr string
+	// AdminToken is the operator token of the admin API; empty means only
+	// owner-scoped tokens work.
+	AdminToken string
+	// AllowCIDRs lets the sender reach these internal ranges.
+	AllowCIDRs []string
+	// Concurrency bounds requests in flight (default 64).
+	Concurrency int
+	// Retention overrides relay.settings.retention when positive.
+	Retention time.Duration
+	// Migrate applies pending migrations at start (the CLI defaults it to
+	// true); when false a pending migration is an error.
+	Migrate bool
+	// ShutdownTimeout is how long in-flight deliveries may take to finish
+	// on the first stop signal (default 30s).
+	ShutdownTimeout time.Duration
+	// Console is the web console's files, served by the admin server.
+	Console fs.FS
+	// UserAgent is sent with every delivery (default relay).
+	UserAgent string
+	Logger    zerolog.Logger
+}
+
+// Validate checks cfg and fills defaults. Errors name the field and value.
+func (c *Config) Validate() error {
+	if strings.TrimSpace(c.DatabaseURL) == "" {
+		return errors.New("database URL: empty (set --database-url or RELAY_DATABASE_URL)")
+	}
+	if c.Slot == "" {
+		c.Slot = "relay"
+	}
+	if c.Publication == "" {
+		c.Publication = "relay"
+	}
+	for field, v := range map[string]string{"slot": c.Slot, "publication": c.Publication} {
+		if !validIdent(v) {
+			return fmt.Errorf("%s %q: use lowercase letters, digits and _ (at most 63)", field, v)
+		}
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = admin.DefaultAddr
+	}
+	if c.AdminAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			return fmt.Errorf("admin address %q: %v", c.AdminAddr, err)
+		}
+	}
+	for _, cidr := range c.AllowCIDRs {
+		if _, err := netip.ParsePrefix(strings.TrimSpace(cidr)); err != nil {
+			return fmt.Errorf("allow-cidr %q: not a CIDR such as 10.0.0.0/8", cidr)
+		}
+	}
+	if c.Concurrency < 0 || c.Concurrency > 4096 {
+		return fmt.Errorf("concurrency %d: must be between 1 and 4096", c.Concurrency)
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 64
+	}
+	if c.Retention < 0 || (c.Retention > 0 && c.Retention < time.Hour) {
+		return fmt.Errorf("retention %s: must be at least 1h", c.Retention)
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "relay"
+	}
+	return nil
+}
+
+func validIdent(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// App is a running relay.
+type App struct {
+	cfg        Config
+	log        zerolog.Logger
+	pool       *pgxpool.Pool
+	metrics    *metrics.Metrics
+	stream     *outbox.Stream
+	dispatcher *sink.Dispatcher
+	retention  *retention.Job
+	admin      *admin.Server
+}
+
+// New builds the parts; nothing runs until Start.
+func New(cfg Config) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &App{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Start connects, migrates (or checks the schema), then starts dispatch,
+// capture, retention and the admin server. It fails fast when the database
+// cannot be reached or is not set up for logical decoding.
+func (a *App) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.Stop(context.Background())
+		}
+	}()
+	if a.cfg.Migrate {
+		if err := migrations.Up(ctx, a.cfg.DatabaseURL); err != nil {
+			return err
+		}
+	} else {
+		st, err := migrations.GetStatus(ctx, a.cfg.DatabaseURL)
+		if err != nil {
+			return err
+		}
+		if st.Dirty || st.Pending() {
+			return fmt.Errorf("schema is at version %d of %d (dirty: %v); run 'relay migrate up' or start with --migrate", st.Version, st.Latest, st.Dirty)
+		}
+	}
+	a.pool, err = pgxpool.New(ctx, a.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("connecting to database: %w", err)
+	}
+	if err := a.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("connecting to database: %w", err)
+	}
+	a.metrics = metrics.New(a.pool, a.cfg.Slot)
+
+	guard, err := sink.NewAddressGuard(a.cfg.AllowCIDRs)
+	if err != nil {
+		return err
+	}
+	a.dispatcher, err = sink.NewDispatcher(sink.DispatcherConfig{
+		Pool:        a.pool,
+		Sender:      sink.NewHTTPSender(sink.SenderConfig{Guard: guard, UserAgent: a.cfg.UserAgent}),
+		Logger:      a.log,
+		Concurrency: a.cfg.Concurrency,
+		Observer:    observer{a.metrics},
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.dispatcher.Start(ctx); err != nil {
+		return err
+	}
+
+	fan := sink.NewFanout(a.pool, sink.FanoutConfig{Logger: a.log, OnDeliveries: func(int) { a.dispatcher.Wake() }})
+	a.stream, err = outbox.New(outbox.Config{
+		DatabaseURL: a.cfg.DatabaseURL,
+		Slot:        a.cfg.Slot,
+		Publication: a.cfg.Publication,
+		Logger:      a.log,
+		Handler: outbox.HandlerFunc(func(ctx context.Context, evs []outbox.Event) error {
+			if err := fan.HandleEvents(ctx, evs); err != nil {
+				return err
+			}
+			a.metrics.EventsCaptured.Add(float64(len(evs)))
+			return nil
+		}),
+	})
+	if err != nil {
+		return err
+	}
+	if err := a.stream.Start(ctx); err != nil {
+		return err
+	}
+
+	a.retention = retention.New(retention.Config{Pool: a.pool, Logger: a.log, Retention: a.cfg.Retention})
+	a.retention.Start(ctx)
+
+	if a.cfg.AdminAddr != "off" {
+		var prefixes []netip.Prefix
+		for _, c := range a.cfg.AllowCIDRs {
+			prefixes = append(prefixes, netip.MustParsePrefix(strings.TrimSpace(c)))
+		}
+		a.admin, err = admin.New(admin.Config{
+			Addr:          a.cfg.AdminAddr,
+			Pool:          a.pool,
+			Logger:        a.log,
+			OperatorToken: a.cfg.AdminToken,
+			Metrics:       a.metrics,
+			Tester:        tester{a.dispatcher},
+			Ready:         a.ready,
+			AllowCIDRs:    prefixes,
+			Static:        a.cfg.Console,
+		})
+		if err != nil {
+			return err
+		}
+		if err := a.admin.Start(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ready is /readyz: the database answers, this relay streams the slot or
+// stands by behind the one that does, and the slot has not lost WAL.
+func (a *App) ready(ctx context.Context) error {
+	if err := a.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	switch st := a.stream.State(); st {
+	case outbox.StateStreaming, outbox.StateStandby:
+	default:
+		return fmt.Errorf("replication is %s", st)
+	}
+	var walStatus *string
+	err := a.pool.QueryRow(ctx, `SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1`, a.cfg.Slot).Scan(&walStatus)
+	if err != nil {
+		return fmt.Errorf("reading slot %s: %w", a.cfg.Slot, err)
+	}
+	if walStatus != nil && *walStatus == "lost" {
+		return fmt.Errorf("slot %s has lost WAL it needed (wal_status lost); events may be missing: recreate the slot", a.cfg.Slot)
+	}
+	return nil
+}
+
+// AdminAddr is the admin server's address once started ("" when off).
+func (a *App) AdminAddr() string {
+	if a.admin == nil {
+		return ""
+	}
+	return a.admin.Addr()
+}
+
+// Stream is the capture stream (for status and tests).
+func (a *App) Stream() *outbox.Stream { return a.stream }
+
+// Dispatcher is the dispatcher (for tests and the demo).
+func (a *App) Dispatcher() *sink.Dispatcher { return a.dispatcher }
+
+// Stop shuts down in order: stop reading WAL, let in-flight deliveries
+// finish until ctx ends (then cancel them), stop retention and the admin
+// server, close the pool. It is safe on a partly started App.
+func (a *App) Stop(ctx context.Context) {
+	if a.stream != nil {
+		a.stream.Stop()
+	}
+	if a.dispatcher != nil {
+		a.dispatcher.Stop(ctx)
+	}
+	if a.retention != nil {
+		a.retention.Stop()
+	}
+	if a.admin != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.admin.Shutdown(sctx)
+		cancel()
+	}
+	if a.pool != nil {
+		a.pool.Close()
+	}
+}
+
+// tester adapts the dispatcher's test delivery to the admin API.
+type tester struct{ d *sink.Dispatcher }
+
+func (t tester) Test(ctx context.Context, id int64) (admin.TestResult, error) {
+	r, err := t.d.Test(ctx, id)
+	if err != nil {
+		if errors.Is(err, sink.ErrSubscriptionNotFound) {
+			return admin.TestResult{}, subscriptions.ErrNotFound
+		}
+		return admin.TestResult{}, err
+	}
+	return admin.TestResult{Delivered: r.Delivered, StatusCode: r.StatusCode, DurationMS: r.DurationMS, Error: r.Error}, nil
+}
+
+// observer feeds delivery measurements to Prometheus.
+type observer struct{ m *metrics.Metrics }
+
+func (o observer) AttemptDone(outcome string, d time.Duration) {
+	o.m.Deliveries.WithLabelValues(outcome).Inc()
+	o.m.AttemptDuration.Observe(d.Seconds())
+}
+
+func (o observer) Delivered(d time.Duration) { o.m.CommitToDelivered.Observe(d.Seconds()) }

@@ -704,6 +704,23 @@ func testLayout(t *testing.T, b context.Context) {
 	ph.mouseAway()
 	saveDoc(t, "console-phone.png", ph.screenshot("phone"))
 
+	// The delivery log is cards too, without sideways scrolling.
+	e.delivery(n8n, "thread.created", "failed", 5*time.Minute, attempt{ago: 5 * time.Minute, ms: 812, code: 502, outcome: "failed", err: "HTTP 502", response: "Bad Gateway"})
+	e.delivery(disc, "analysis.completed", "succeeded", 9*time.Minute, attempt{ago: 9 * time.Minute, ms: 95, code: 204, outcome: "succeeded"})
+	ph.do("opening the log on the phone",
+		chromedp.Click(chromedp.ID("nav-deliveries")),
+		chromedp.WaitVisible(chromedp.CSS("tr.delivery-row")))
+	cards := eval[map[string]any](ph, `({
+		row: getComputedStyle(document.querySelector('tr.delivery-row')).display,
+		overflow: document.documentElement.scrollWidth > window.innerWidth,
+	})`)
+	if cards["row"] != "flex" || cards["overflow"] != false {
+		t.Errorf("phone delivery log = %v, want cards without horizontal scroll", cards)
+	}
+	ph.mouseAway()
+	ph.screenshot("phone-deliveries")
+	ph.do("back to the list", chromedp.Click(chromedp.ID("nav-webhooks")), chromedp.WaitVisible(chromedp.ID("new-webhook")))
+
 	// The modal fills the phone screen and still works.
 	ph.do("opening the modal on the phone", chromedp.Click(chromedp.ID("new-webhook")), chromedp.WaitVisible(chromedp.ID("create-form")))
 	// (The opening animation scales it for a moment: wait for it to end.)

@@ -96,7 +96,7 @@ async function refresh(reset) {
   rows = res.deliveries;
   nextCursor = res.next_cursor;
   if (reset) expanded = new Map();
-  renderRows(fresh);
+  renderRows(fresh, reset);
   for (const id of changed) loadDetail(id);
 }
 
@@ -108,7 +108,7 @@ async function loadMore(btn) {
       for (const d of res.deliveries) known.add(d.id);
       rows = rows.concat(res.deliveries.filter((d) => !rows.some((r) => r.id === d.id)));
       nextCursor = res.next_cursor;
-      renderRows(new Set());
+      renderRows(new Set(), true);
     } catch (e) {
       toast(t('error.load', { reason: e.message }), 'error');
     }
@@ -192,9 +192,45 @@ function showError(e) {
   clear(body).append(h('p', { class: 'error-box', role: 'alert' }, t('error.load', { reason: e.message + field })));
 }
 
-function renderRows(fresh) {
+/** rowKey is what a row shows: when it is unchanged the row is kept. */
+function rowKey(d) {
+  return [d.id, d.status, d.attempts, d.last_status_code, d.last_error, d.last_duration_ms, d.webhook_name].join('|');
+}
+
+let shownKeys = [];
+
+/**
+ * patchRows updates a poll's answer in place when the list holds the same
+ * deliveries in the same order: only the rows whose content changed are
+ * replaced. Rebuilding the whole table every few seconds would reset hover
+ * states, move what the user is about to click, and churn the DOM for
+ * nothing. Returns false when a full redraw is needed.
+ */
+function patchRows(body) {
+  const table = body.querySelector('#deliveries-table');
+  if (!table || rows.length !== shownKeys.length || rows.some((d, i) => String(d.id) !== shownKeys[i].split('|')[0])) return false;
+  rows.forEach((d, i) => {
+    const key = rowKey(d);
+    if (key === shownKeys[i]) return;
+    const old = table.querySelector(`tr.delivery-row[data-id="${d.id}"]`);
+    if (!old) return;
+    const focusKey = old.contains(document.activeElement) ? document.activeElement.dataset.focusKey : null;
+    const tr = deliveryRow(d, false);
+    old.replaceWith(tr);
+    const again = focusKey && tr.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+    if (again) again.focus();
+  });
+  shownKeys = rows.map(rowKey);
+  const count = document.getElementById('deliveries-count');
+  if (count) count.textContent = t('deliveries.count', { n: rows.length });
+  return true;
+}
+
+function renderRows(fresh, full) {
   const body = document.getElementById('deliveries-body');
   if (!body) return;
+  if (!full && fresh.size === 0 && patchRows(body)) return;
+  shownKeys = rows.map(rowKey);
   // Keep focus where it was across a redraw (a poll must not steal it).
   const active = document.activeElement;
   const focusKey = active && body.contains(active) ? active.dataset.focusKey : null;

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -32,15 +33,30 @@ type Observer interface {
 
 // DispatcherConfig configures a Dispatcher.
 type DispatcherConfig struct {
-	Pool   *pgxpool.Pool
-	Sender *HTTPSender
+	Pool *pgxpool.Pool
+	// Sender sends the requests: an HTTPSender or an H1Sender.
+	Sender Sender
 	Logger zerolog.Logger
 	// WorkerID names this relay in deliveries.locked_by (default host-pid).
 	WorkerID string
 	// Concurrency is how many requests may be in flight at once (default 64).
 	Concurrency int
-	// ClaimBatch is the most deliveries claimed in one statement (default 256).
+	// ClaimBatch is the most deliveries claimed in one statement (default 512).
 	ClaimBatch int
+	// MaxHeld bounds the deliveries this relay holds claimed at once:
+	// queued for a free slot, being sent, or waiting for their attempt to
+	// be recorded (default 16384, and at least Concurrency; a held
+	// delivery costs its payload and about 300 bytes). Holding ahead lets
+	// one claim feed many requests, and lets fan-out hand a burst straight
+	// over instead of leaving it to be claimed.
+	MaxHeld int
+	// HoldPerSlot bounds what is held for a subscription whose pace is not
+	// known yet: max_in_flight × HoldPerSlot deliveries (default 256). Once
+	// it is, the bound follows it: about four seconds of its sending, at
+	// least 4 and at most 4096 per slot. A delivery held longer than
+	// LeaseMargin/2 before its request starts is handed back unsent, so a
+	// slow endpoint's backlog never outlives its lease.
+	HoldPerSlot int
 	// PollInterval is the longest the dispatcher sleeps without looking for
 	// due work, a safety net under notifications (default 2s).
 	PollInterval time.Duration
@@ -71,12 +87,25 @@ type Dispatcher struct {
 	jobs    chan *job
 	results chan *result
 
-	mu          sync.Mutex
-	inflight    int
-	perSub      map[int64]int
+	mu sync.Mutex
+	// inflight counts requests being sent (at most Concurrency; every job
+	// in the jobs channel is counted, so sending to it never blocks).
+	inflight int
+	// held counts claimed deliveries not yet recorded; subs holds them per
+	// subscription with the queue of those waiting for a slot; runnable
+	// lists, in turn, the subscriptions with a queued job and a free slot.
+	held     int
+	subs     map[int64]*subState
+	runnable []int64
+	// more is set when the last claim found work: there may be more, so
+	// freed capacity wakes the claim loop.
+	more        bool
+	stopping    bool
+	handoffs    sync.WaitGroup
 	settings    Settings
 	settingsAt  time.Time
 	keys        sync.Map // secret string → signer.Key
+	info        subCache
 	stopClaims  context.CancelFunc
 	hardCancel  context.CancelFunc
 	claimDone   chan struct{}
@@ -100,7 +129,14 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 		cfg.Concurrency = 64
 	}
 	if cfg.ClaimBatch <= 0 {
-		cfg.ClaimBatch = 256
+		cfg.ClaimBatch = 512
+	}
+	if cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = 16384
+	}
+	cfg.MaxHeld = max(cfg.MaxHeld, cfg.Concurrency)
+	if cfg.HoldPerSlot <= 0 {
+		cfg.HoldPerSlot = 256
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 2 * time.Second
@@ -117,13 +153,15 @@ func NewDispatcher(cfg DispatcherConfig) (*Dispatcher, error) {
 	if cfg.Jitter == nil {
 		cfg.Jitter = func() float64 { return 2*rand.Float64() - 1 }
 	}
+	log := cfg.Logger.With().Str("component", "dispatcher").Logger()
 	return &Dispatcher{
 		cfg:     cfg,
-		log:     cfg.Logger.With().Str("component", "dispatcher").Logger(),
+		log:     log,
+		info:    subCache{log: log},
 		wake:    make(chan struct{}, 1),
 		jobs:    make(chan *job, cfg.Concurrency),
-		results: make(chan *result, cfg.Concurrency*2),
-		perSub:  map[int64]int{},
+		results: make(chan *result, max(cfg.Concurrency*4, 256)),
+		subs:    map[int64]*subState{},
 	}, nil
 }
 
@@ -163,7 +201,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 
 // Stop stops claiming, lets requests in flight finish until ctx ends (then
 // cancels them), records their outcomes and hands back the deliveries this
-// relay still held. It may be called more than once.
+// relay still held, sent or not. It may be called more than once.
 func (d *Dispatcher) Stop(ctx context.Context) {
 	if !d.started.Load() {
 		return
@@ -171,6 +209,22 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	d.stopOnce.Do(func() {
 		d.stopClaims()
 		<-d.claimDone
+		d.mu.Lock()
+		d.stopping = true
+		d.mu.Unlock()
+		// A fan-out that reserved a hand-over finishes it (or gives up);
+		// none can start now.
+		d.handoffs.Wait()
+		d.mu.Lock()
+		// Queued deliveries were never sent: release below hands them back.
+		for id, st := range d.subs {
+			d.held -= len(st.queue)
+			st.held -= len(st.queue)
+			st.queue = nil
+			d.forgetLocked(id, st)
+		}
+		d.runnable = nil
+		d.mu.Unlock()
 		close(d.jobs)
 		finished := make(chan struct{})
 		go func() { d.workersDone.Wait(); close(finished) }()
@@ -185,6 +239,142 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 		d.hardCancel()
 		d.release()
 	})
+}
+
+// subState is what this relay holds for one subscription.
+type subState struct {
+	queue       []*job // claimed, waiting for a slot, oldest first
+	sending     int    // requests in flight
+	held        int    // claimed and not yet recorded (queued included)
+	maxInFlight int
+	runnable    bool // listed in Dispatcher.runnable
+	// rate is the pace of finished requests (per second, decaying with
+	// rateTau), as of rateAt; zero rateAt means none finished yet.
+	rate   float64
+	rateAt time.Time
+}
+
+// Holding per subscription: about holdTime of its pace, within
+// [minHoldPerSlot, maxHoldPerSlot] × max_in_flight.
+const (
+	rateTau        = time.Second
+	holdTime       = 4 * time.Second
+	minHoldPerSlot = 4
+	maxHoldPerSlot = 4096
+	idleForget     = 30 * time.Second
+)
+
+func (d *Dispatcher) subLocked(id int64) *subState {
+	st := d.subs[id]
+	if st == nil {
+		st = &subState{maxInFlight: 1}
+		d.subs[id] = st
+	}
+	return st
+}
+
+// forgetLocked drops an idle subscription's state once its pace is old.
+func (d *Dispatcher) forgetLocked(id int64, st *subState) bool {
+	if st.held <= 0 && st.sending <= 0 && len(st.queue) == 0 && !st.runnable &&
+		(st.rateAt.IsZero() || time.Since(st.rateAt) > idleForget) {
+		delete(d.subs, id)
+		return true
+	}
+	return false
+}
+
+// holdCapLocked is how many deliveries this relay may hold for st.
+func (d *Dispatcher) holdCapLocked(st *subState, now time.Time) int {
+	if st.rateAt.IsZero() {
+		return st.maxInFlight * d.cfg.HoldPerSlot
+	}
+	rate := st.rate * math.Exp(-now.Sub(st.rateAt).Seconds()/rateTau.Seconds())
+	c := int(rate * holdTime.Seconds())
+	return min(max(c, st.maxInFlight*minHoldPerSlot), st.maxInFlight*maxHoldPerSlot)
+}
+
+// enqueueLocked takes a claimed job into this relay's hands and starts it
+// if a slot is free.
+func (d *Dispatcher) enqueueLocked(j *job) {
+	st := d.subLocked(j.subID)
+	if j.maxInFlight > 0 {
+		st.maxInFlight = j.maxInFlight
+	}
+	d.held++
+	st.held++
+	st.queue = append(st.queue, j)
+	d.markRunnableLocked(j.subID, st)
+	d.pumpLocked()
+}
+
+func (d *Dispatcher) markRunnableLocked(id int64, st *subState) {
+	if !st.runnable && len(st.queue) > 0 && st.sending < st.maxInFlight {
+		st.runnable = true
+		d.runnable = append(d.runnable, id)
+	}
+}
+
+// pumpLocked starts queued jobs while slots are free, one subscription
+// after another so that a big backlog does not starve the others.
+func (d *Dispatcher) pumpLocked() {
+	for !d.stopping && d.inflight < d.cfg.Concurrency && len(d.runnable) > 0 {
+		id := d.runnable[0]
+		d.runnable = d.runnable[1:]
+		st := d.subs[id]
+		if st == nil {
+			continue
+		}
+		st.runnable = false
+		if len(st.queue) == 0 || st.sending >= st.maxInFlight {
+			continue
+		}
+		j := st.queue[0]
+		st.queue[0] = nil
+		st.queue = st.queue[1:]
+		st.sending++
+		d.inflight++
+		d.jobs <- j // never blocks: the channel holds at most inflight jobs
+		d.markRunnableLocked(id, st)
+	}
+}
+
+// sentLocked frees the slot of a job whose request is over.
+func (d *Dispatcher) sentLocked(j *job, now time.Time) {
+	d.inflight--
+	if st := d.subs[j.subID]; st != nil {
+		st.sending--
+		if !st.rateAt.IsZero() {
+			st.rate *= math.Exp(-now.Sub(st.rateAt).Seconds() / rateTau.Seconds())
+		}
+		st.rate += 1 / rateTau.Seconds()
+		st.rateAt = now
+		d.markRunnableLocked(j.subID, st)
+	}
+	d.pumpLocked()
+}
+
+// recordedLocked lets go of recorded jobs and says whether the claim loop
+// should look for more: it found work last time, and this relay now holds
+// at most half of what it may, overall or for one of these subscriptions.
+func (d *Dispatcher) recordedLocked(batch []*result) bool {
+	wake := false
+	now := time.Now()
+	for _, r := range batch {
+		d.held--
+		if r.requeue {
+			d.more = true // handed back: claimable again
+		}
+		st := d.subs[r.job.subID]
+		if st == nil {
+			continue
+		}
+		st.held--
+		if st.held*2 <= d.holdCapLocked(st, now) {
+			wake = true
+		}
+		d.forgetLocked(r.job.subID, st)
+	}
+	return d.more && (wake || d.held*2 <= d.cfg.MaxHeld)
 }
 
 // release hands back deliveries claimed by this relay that were not sent
@@ -311,25 +501,69 @@ func (d *Dispatcher) claimOnce(ctx context.Context) (time.Duration, error) {
 		return d.cfg.PollInterval, nil
 	}
 	d.mu.Lock()
-	free := d.cfg.Concurrency - d.inflight
-	busyIDs := make([]int64, 0, len(d.perSub))
-	busyN := make([]int32, 0, len(d.perSub))
-	for id, n := range d.perSub {
-		busyIDs = append(busyIDs, id)
-		busyN = append(busyN, int32(n))
-	}
+	free := d.cfg.MaxHeld - d.held
+	roomIDs, roomN := d.roomLocked()
 	d.mu.Unlock()
 	if free <= 0 {
-		return d.cfg.PollInterval, nil // a finishing request wakes us
+		return d.cfg.PollInterval, nil // recording a batch wakes us
 	}
 	limit := min(free, d.cfg.ClaimBatch)
-	jobs, err := d.claim(ctx, limit, busyIDs, busyN)
+	claimedAt := time.Now()
+	jobs, err := d.claim(ctx, limit, roomIDs, roomN)
 	if err != nil {
 		return 0, err
 	}
+	if err := d.admit(ctx, jobs, settings, claimedAt); err != nil {
+		return 0, err
+	}
+	if len(jobs) == limit {
+		d.setMore(true)
+		return 0, nil // there may be more due right now
+	}
+	sleep, dueNow, err := d.untilNextDue(ctx)
+	// Something due that could not be claimed (its subscription is at its
+	// limit, for one) is looked for again when this relay lets go of some.
+	d.setMore(dueNow)
+	return sleep, err
+}
+
+func (d *Dispatcher) setMore(v bool) {
+	d.mu.Lock()
+	d.more = v
+	d.mu.Unlock()
+}
+
+// roomLocked lists, per subscription this relay knows, how many more
+// deliveries it may hold for it (possibly none or fewer than none); the
+// claim gives the others max_in_flight × HoldPerSlot.
+func (d *Dispatcher) roomLocked() ([]int64, []int32) {
+	now := time.Now()
+	ids := make([]int64, 0, len(d.subs))
+	ns := make([]int32, 0, len(d.subs))
+	for id, st := range d.subs {
+		if d.forgetLocked(id, st) {
+			continue
+		}
+		ids = append(ids, id)
+		ns = append(ns, int32(d.holdCapLocked(st, now)-st.held))
+	}
+	return ids, ns
+}
+
+// admit takes claimed jobs into this relay's hands: those the global
+// switches or their subscription's window allow now are queued, the others
+// go back to pending until their window opens. claimedAt is a moment
+// before the claim was made: a job not started within LeaseMargin/2 of it
+// is handed back unsent.
+func (d *Dispatcher) admit(ctx context.Context, jobs []*job, settings Settings, claimedAt time.Time) error {
+	if len(jobs) == 0 {
+		return nil
+	}
 	now := d.cfg.Now()
+	sendBy := claimedAt.Add(d.cfg.LeaseMargin / 2)
 	var deferIDs []int64
 	var deferUntil []time.Time
+	d.mu.Lock()
 	for _, j := range jobs {
 		at, paused := settings.Gate.NextSendTime(now, j.window, j.ignoreGlobal)
 		if paused {
@@ -340,12 +574,10 @@ func (d *Dispatcher) claimOnce(ctx context.Context) (time.Duration, error) {
 			deferUntil = append(deferUntil, at)
 			continue
 		}
-		d.mu.Lock()
-		d.inflight++
-		d.perSub[j.subID]++
-		d.mu.Unlock()
-		d.jobs <- j
+		j.sendBy = sendBy
+		d.enqueueLocked(j)
 	}
+	d.mu.Unlock()
 	if len(deferIDs) > 0 {
 		// Outside a window or on an absence day: back to pending until the
 		// window opens. Nothing is attempted, nothing is dropped.
@@ -354,36 +586,88 @@ func (d *Dispatcher) claimOnce(ctx context.Context) (time.Duration, error) {
 			FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, at)
 			WHERE d.id = u.id AND d.locked_by = $3`, deferIDs, deferUntil, d.cfg.WorkerID)
 		if err != nil {
-			return 0, fmt.Errorf("deferring deliveries to their window: %w", err)
+			return fmt.Errorf("deferring deliveries to their window: %w", err)
 		}
 		d.log.Debug().Int("num_deliveries", len(deferIDs)).Msg("deferred deliveries to their delivery window")
 	}
-	if len(jobs) == limit {
-		return 0, nil // there may be more due right now
-	}
-	return d.untilNextDue(ctx)
+	return nil
 }
 
 // untilNextDue is how long until the earliest pending delivery or lease
-// expiry, bounded by the poll interval.
-func (d *Dispatcher) untilNextDue(ctx context.Context) (time.Duration, error) {
+// expiry (this relay's own leases included: they end LeaseMargin after
+// their timeout, far beyond the poll interval, and reading the first entry
+// of the index is cheaper than skipping them), bounded by the poll interval. dueNow reports that something is
+// due already although the claim just made did not take it (its
+// subscription is at its limit or disabled, or another relay is on it):
+// freed capacity or a notification wakes us for it, the poll interval
+// otherwise.
+func (d *Dispatcher) untilNextDue(ctx context.Context) (sleep time.Duration, dueNow bool, err error) {
 	var next *time.Time
-	err := d.cfg.Pool.QueryRow(ctx, `
+	err = d.cfg.Pool.QueryRow(ctx, `
 		SELECT least(
 			(SELECT min(next_attempt_at) FROM relay.deliveries WHERE status = 'pending'),
-			(SELECT min(locked_until) FROM relay.deliveries WHERE status = 'delivering' AND locked_by IS DISTINCT FROM $1))`,
-		d.cfg.WorkerID).Scan(&next)
+			(SELECT min(locked_until) FROM relay.deliveries WHERE status = 'delivering'))`).Scan(&next)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	sleep := d.cfg.PollInterval
+	sleep = d.cfg.PollInterval
 	if next != nil {
-		if until := time.Until(*next); until < sleep {
+		until := time.Until(*next)
+		dueNow = until <= 0
+		if until > 0 && until < sleep {
 			sleep = max(until, time.Millisecond)
 		}
 	}
-	return sleep, nil
+	return sleep, dueNow, nil
 }
+
+// reserveHandoff lets a fan-out insert deliveries already claimed for this
+// relay and hand them over in memory, saving the claim's round trip. It
+// returns nil when nothing may be handed over: the dispatcher is stopping
+// or full, the relay is paused, or the global window or an absence day
+// holds deliveries now. A non-nil reservation must end with acceptHandoff
+// or cancelHandoff.
+func (d *Dispatcher) reserveHandoff(ctx context.Context) *handoff {
+	if !d.started.Load() {
+		return nil
+	}
+	settings, err := d.currentSettings(ctx, false)
+	if err != nil {
+		return nil
+	}
+	now := d.cfg.Now()
+	if at, paused := settings.Gate.NextSendTime(now, nil, false); paused || at.After(now) {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	free := d.cfg.MaxHeld - d.held
+	if d.stopping || free <= 0 {
+		return nil
+	}
+	h := &handoff{free: free, settings: settings, claimedAt: time.Now()}
+	h.roomIDs, h.roomN = d.roomLocked()
+	d.handoffs.Add(1)
+	return h
+}
+
+// handoff is a reservation made by reserveHandoff.
+type handoff struct {
+	free      int
+	roomIDs   []int64
+	roomN     []int32
+	settings  Settings
+	claimedAt time.Time
+}
+
+// acceptHandoff takes the jobs a fan-out claimed under h.
+func (d *Dispatcher) acceptHandoff(ctx context.Context, h *handoff, jobs []*job) error {
+	defer d.handoffs.Done()
+	return d.admit(ctx, jobs, h.settings, h.claimedAt)
+}
+
+// cancelHandoff ends a reservation that claimed nothing.
+func (d *Dispatcher) cancelHandoff(*handoff) { d.handoffs.Done() }
 
 // job is one claimed delivery with what sending it needs.
 type job struct {
@@ -406,29 +690,43 @@ type job struct {
 	window       *Window
 	ignoreGlobal bool
 	targeted     bool
+	maxInFlight  int
+
+	// sendBy is when a queued job becomes too old to start: its lease
+	// could run out before its request ends.
+	sendBy time.Time
 }
 
 // claimSQL claims due deliveries in one statement. Candidates are pending
 // deliveries that are due and deliveries whose lease expired (their relay
-// died); each subscription gets at most its max_in_flight minus what this
-// relay already has in flight for it. FOR UPDATE SKIP LOCKED lets several
-// relays claim side by side without waiting on or double-sending each
-// other's rows; the outer WHERE re-checks the status after the lock.
+// died), each found through its partial index; each subscription gets at
+// most the room this relay has for it.
+// FOR UPDATE SKIP LOCKED lets several relays claim side by side without
+// waiting on or double-sending each other's rows; the outer WHERE
+// re-checks the status after the lock.
 const claimSQL = `
 WITH busy AS (
-    SELECT * FROM unnest($3::bigint[], $4::int[]) AS b(subscription_id, n)
+    SELECT * FROM unnest($3::bigint[], $4::int[]) AS b(subscription_id, room)
 ), due AS (
+    (SELECT d.id, d.subscription_id, d.next_attempt_at
+     FROM relay.deliveries AS d
+     WHERE $6::bigint IS NULL AND d.status = 'pending' AND d.next_attempt_at <= now()
+     ORDER BY d.next_attempt_at
+     LIMIT $2 * 4)
+    UNION ALL
+    (SELECT d.id, d.subscription_id, d.next_attempt_at
+     FROM relay.deliveries AS d
+     WHERE $6::bigint IS NULL AND d.status = 'delivering' AND d.locked_until < now()
+     ORDER BY d.locked_until
+     LIMIT $2 * 4)
+    UNION ALL
     SELECT d.id, d.subscription_id, d.next_attempt_at
     FROM relay.deliveries AS d
-    WHERE ($6::bigint IS NULL AND ((d.status = 'pending' AND d.next_attempt_at <= now())
-                                 OR (d.status = 'delivering' AND d.locked_until < now())))
-       OR (d.id = $6 AND d.status = 'pending')
-    ORDER BY d.next_attempt_at
-    LIMIT $2 * 4
+    WHERE d.id = $6 AND d.status = 'pending'
 ), ranked AS (
     SELECT due.id, due.next_attempt_at,
            row_number() OVER (PARTITION BY due.subscription_id ORDER BY due.next_attempt_at, due.id) AS rn,
-           s.max_in_flight - coalesce(busy.n, 0) AS free
+           coalesce(busy.room, s.max_in_flight * $7) AS free
     FROM due
     JOIN relay.subscriptions AS s ON s.id = due.subscription_id
     LEFT JOIN busy ON busy.subscription_id = due.subscription_id
@@ -450,72 +748,72 @@ WITH busy AS (
     RETURNING d.id, d.event_id, d.subscription_id, d.attempts, d.cycle_attempts
 )
 SELECT c.id, c.subscription_id, c.event_id::text, o.event_type, o.owner, o.key, o.payload::text, o.headers::text,
-       o.created_at, c.attempts, c.cycle_attempts, o.target_subscription_id IS NOT NULL,
-       s.url, s.secret,
-       ARRAY(SELECT p->>'secret' FROM jsonb_array_elements(s.previous_secrets) AS p
-             WHERE (p->>'expires_at')::timestamptz > now() ORDER BY p->>'expires_at' DESC),
-       s.format, coalesce(s.template, ''), s.headers::text, s.timeout_ms,
-       ARRAY(SELECT extract(epoch FROM i)::float8 FROM unnest(s.retry_schedule) AS i),
-       s.window_start::text, s.window_end::text, s.window_time_zone, s.ignore_global_window
+       o.created_at, c.attempts, c.cycle_attempts, o.target_subscription_id IS NOT NULL, s.updated_at
 FROM claimed AS c
 JOIN relay.outbox AS o ON o.event_id = c.event_id
 JOIN relay.subscriptions AS s ON s.id = c.subscription_id`
 
 // claim claims up to limit due deliveries; with only set, it claims that one
 // pending delivery whatever its due time (the test button).
-func (d *Dispatcher) claim(ctx context.Context, limit int, busyIDs []int64, busyN []int32, only ...int64) ([]*job, error) {
+func (d *Dispatcher) claim(ctx context.Context, limit int, roomIDs []int64, roomN []int32, only ...int64) ([]*job, error) {
 	var onlyID *int64
 	if len(only) == 1 {
 		onlyID = &only[0]
 	}
-	rows, err := d.cfg.Pool.Query(ctx, claimSQL, d.cfg.WorkerID, limit, busyIDs, busyN, d.cfg.LeaseMargin.String(), onlyID)
+	rows, err := d.cfg.Pool.Query(ctx, claimSQL, d.cfg.WorkerID, limit, roomIDs, roomN, d.cfg.LeaseMargin.String(), onlyID, d.cfg.HoldPerSlot)
 	if err != nil {
 		return nil, fmt.Errorf("claiming: %w", err)
 	}
 	defer rows.Close()
 	var jobs []*job
+	want := map[int64]time.Time{}
 	for rows.Next() {
 		j := &job{}
 		var payload string
 		var headers *string
-		var secret string
-		var previous []string
-		var subHeaders string
-		var timeoutMS int
-		var schedule []float64
-		var ws, we *string
-		var zone string
+		var updated time.Time
 		if err := rows.Scan(&j.deliveryID, &j.subID, &j.eventID, &j.eventType, &j.owner, &j.key, &payload, &headers,
-			&j.eventCreatedAt, &j.attempts, &j.cycleAttempts, &j.targeted,
-			&j.url, &secret, &previous, &j.format, &j.template, &subHeaders, &timeoutMS, &schedule,
-			&ws, &we, &zone, &j.ignoreGlobal); err != nil {
+			&j.eventCreatedAt, &j.attempts, &j.cycleAttempts, &j.targeted, &updated); err != nil {
 			return nil, fmt.Errorf("reading claimed delivery: %w", err)
 		}
 		j.payload = []byte(payload)
 		if headers != nil {
 			j.eventHeaders = []byte(*headers)
 		}
-		j.secrets = append([]string{secret}, previous...)
-		j.subHeaders = []byte(subHeaders)
-		j.timeout = time.Duration(timeoutMS) * time.Millisecond
-		j.schedule = make([]time.Duration, len(schedule))
-		for i, s := range schedule {
-			j.schedule[i] = time.Duration(s * float64(time.Second))
-		}
-		if j.eventType == "webhook.test" {
-			j.schedule = nil // a test answers once; it is not retried
-		}
-		if ws != nil && we != nil {
-			w, err := ParseWindow(*ws, *we, zone)
-			if err != nil {
-				d.log.Warn().Err(err).Int64("subscription_id", j.subID).Msg("ignoring unreadable delivery window")
-			} else {
-				j.window = &w
-			}
-		}
+		want[j.subID] = updated
 		jobs = append(jobs, j)
 	}
-	return jobs, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claiming: %w", err)
+	}
+	rows.Close()
+	// On error the claimed deliveries stay leased to this relay: release
+	// at stop, or the lease's end, hands them on.
+	return d.fillJobs(ctx, d.cfg.Pool, jobs, want)
+}
+
+// fillJobs gives jobs their subscriptions' settings and returns them,
+// less those whose subscription is gone. want maps each subscription to
+// the updated_at the claim saw.
+func (d *Dispatcher) fillJobs(ctx context.Context, q querier, jobs []*job, want map[int64]time.Time) ([]*job, error) {
+	if len(jobs) == 0 {
+		return jobs, nil
+	}
+	infos, err := d.info.get(ctx, q, want)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	kept := jobs[:0]
+	for _, j := range jobs {
+		// A subscription deleted meanwhile took its deliveries with it.
+		if s := infos[j.subID]; s != nil {
+			s.fill(j, now)
+			kept = append(kept, j)
+		}
+	}
+	clear(jobs[len(kept):])
+	return kept, nil
 }
 
 // result is the outcome of one attempt, waiting to be recorded.
@@ -530,12 +828,24 @@ type result struct {
 	errText    string
 	retryAfter string
 	released   bool // cancelled by a hard stop: not an attempt
+	requeue    bool // held too long to start: handed back unsent
 }
 
 func (d *Dispatcher) worker(ctx context.Context) {
 	defer d.workersDone.Done()
 	for j := range d.jobs {
-		d.results <- d.attempt(ctx, j)
+		var r *result
+		if time.Now().After(j.sendBy) {
+			r = &result{job: j, requeue: true}
+		} else {
+			r = d.attempt(ctx, j)
+		}
+		// The slot is free as soon as the request is over; recording is
+		// batched behind it.
+		d.mu.Lock()
+		d.sentLocked(j, time.Now())
+		d.mu.Unlock()
+		d.results <- r
 	}
 }
 
@@ -643,7 +953,7 @@ func (d *Dispatcher) key(secret string) (signer.Key, error) {
 // recorded in one transaction.
 func (d *Dispatcher) recorder(ctx context.Context) {
 	defer close(d.recordDone)
-	batch := make([]*result, 0, 512)
+	batch := make([]*result, 0, 1024)
 	for r := range d.results {
 		batch = append(batch[:0], r)
 	drain:
@@ -678,12 +988,9 @@ func (d *Dispatcher) recordWithRetry(ctx context.Context, batch []*result) {
 		time.Sleep(jitter(time.Duration(100<<try) * time.Millisecond))
 	}
 	d.mu.Lock()
-	for _, r := range batch {
-		d.inflight--
-		if d.perSub[r.job.subID]--; d.perSub[r.job.subID] <= 0 {
-			delete(d.perSub, r.job.subID)
-		}
-	}
+	wake := d.recordedLocked(batch)
 	d.mu.Unlock()
-	d.Wake()
+	if wake {
+		d.Wake()
+	}
 }

@@ -18,8 +18,17 @@ import (
 type FanoutConfig struct {
 	Logger zerolog.Logger
 	// OnDeliveries, when set, is called after each commit that created
-	// deliveries, with how many; the dispatcher uses it to wake at once.
+	// deliveries left pending for a dispatcher to claim, with how many; the
+	// dispatcher uses it to wake at once.
 	OnDeliveries func(n int)
+	// Dispatcher, when set, is this relay's dispatcher: while it has room,
+	// and no pause, absence day or global window holds deliveries, new
+	// deliveries are inserted already claimed by it ('delivering', with its
+	// lease) and handed over in memory once committed, which saves the
+	// claim's round trip and re-reading the event. Deliveries of
+	// subscriptions with their own window, and any beyond its room, are
+	// left pending as without it.
+	Dispatcher *Dispatcher
 }
 
 // Fanout turns committed outbox events into delivery rows: one per matching
@@ -41,7 +50,8 @@ func NewFanout(pool *pgxpool.Pool, cfg FanoutConfig) *Fanout {
 // Matching happens in SQL, in the same transaction as the insert, so it sees
 // the subscriptions as they are now: for an event a.b.c the candidate
 // patterns are {*, a.*, a.b.*, a.b.c} and `event_types && candidates` uses
-// the GIN index. Owner scoping: an event of owner X reaches subscriptions of
+// the GIN index. The candidates come computed, space-separated, in $2 (see
+// eventTypeCandidates; relay.event_type_candidates gives the same in SQL). Owner scoping: an event of owner X reaches subscriptions of
 // X and operator subscriptions (owner NULL); an event without owner reaches
 // operator subscriptions only. A targeted event (the test button) reaches its
 // one subscription, enabled or not. A replayed WAL range is absorbed by
@@ -49,13 +59,13 @@ func NewFanout(pool *pgxpool.Pool, cfg FanoutConfig) *Fanout {
 const fanoutSQL = `
 WITH e AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
-        AS e(event_id, event_type, owner, target, skip)
+        AS e(event_id, candidates, owner, target, skip)
 ), matched AS (
     SELECT e.event_id, s.id AS subscription_id
     FROM e
     JOIN relay.subscriptions AS s
       ON s.enabled
-     AND s.event_types && relay.event_type_candidates(e.event_type)
+     AND s.event_types && string_to_array(e.candidates, ' ')
      AND (s.owner IS NULL OR s.owner = e.owner)
      AND s.id IS DISTINCT FROM e.skip
     WHERE e.target IS NULL
@@ -67,30 +77,95 @@ INSERT INTO relay.deliveries (event_id, subscription_id)
 SELECT event_id, subscription_id FROM matched
 ON CONFLICT (event_id, subscription_id) DO NOTHING`
 
+// fanoutClaimSQL is fanoutSQL that also claims, for the dispatcher $10,
+// the deliveries it has room for: per subscription the room it gives ($6,
+// $7; max_in_flight × $8 for those it does not know), and $9 in all, in
+// event order. It returns how many deliveries were inserted and left pending,
+// and one row per claimed delivery with its subscription's updated_at.
+const fanoutClaimSQL = `
+WITH e AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) WITH ORDINALITY
+        AS e(event_id, candidates, owner, target, skip, ord)
+), matched AS (
+    SELECT e.ord, e.event_id, s.id AS subscription_id, s.window_start IS NULL AS may_take, s.max_in_flight, s.timeout_ms
+    FROM e
+    JOIN relay.subscriptions AS s
+      ON s.enabled
+     AND s.event_types && string_to_array(e.candidates, ' ')
+     AND (s.owner IS NULL OR s.owner = e.owner)
+     AND s.id IS DISTINCT FROM e.skip
+    WHERE e.target IS NULL
+    UNION ALL
+    SELECT e.ord, e.event_id, s.id, false, s.max_in_flight, s.timeout_ms
+    FROM e JOIN relay.subscriptions AS s ON s.id = e.target
+), busy AS (
+    SELECT * FROM unnest($6::bigint[], $7::int[]) AS b(subscription_id, room)
+), capped AS (
+    SELECT m.*, m.may_take AND row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.ord)
+                               <= coalesce(b.room, m.max_in_flight * $8) AS within
+    FROM matched AS m LEFT JOIN busy AS b USING (subscription_id)
+), chosen AS (
+    SELECT c.*, c.within AND count(*) FILTER (WHERE c.within)
+                                 OVER (ORDER BY c.ord, c.subscription_id ROWS UNBOUNDED PRECEDING) <= $9 AS take
+    FROM capped AS c
+), ins AS (
+    INSERT INTO relay.deliveries (event_id, subscription_id, status, locked_by, locked_until)
+    SELECT event_id, subscription_id,
+           CASE WHEN take THEN 'delivering' ELSE 'pending' END,
+           CASE WHEN take THEN $10::text END,
+           CASE WHEN take THEN now() + make_interval(secs => timeout_ms / 1000.0) + $11::interval END
+    FROM chosen
+    ORDER BY ord, subscription_id
+    ON CONFLICT (event_id, subscription_id) DO NOTHING
+    RETURNING id, event_id, subscription_id, status
+)
+SELECT n.inserted, n.pending, c.*
+FROM (SELECT count(*) AS inserted, count(*) FILTER (WHERE status = 'pending') AS pending FROM ins) AS n
+LEFT JOIN (
+    SELECT i.id, i.subscription_id, i.event_id::text, s.updated_at
+    FROM ins AS i JOIN relay.subscriptions AS s ON s.id = i.subscription_id
+    WHERE i.status = 'delivering'
+) AS c ON true`
+
 // HandleEvents writes the deliveries of events and commits before returning.
 func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
 	ids := make([]string, len(events))
-	types := make([]string, len(events))
+	cands := make([]string, len(events))
+	byType := map[string]string{}
 	owners := make([]*string, len(events))
 	targets := make([]*int64, len(events))
 	skips := make([]*int64, len(events))
 	for i := range events {
 		ev := &events[i]
-		ids[i], types[i], owners[i] = ev.EventID, ev.Type, ev.Owner
+		c, ok := byType[ev.Type]
+		if !ok {
+			c = eventTypeCandidates(ev.Type)
+			byType[ev.Type] = c
+		}
+		ids[i], cands[i], owners[i] = ev.EventID, c, ev.Owner
 		targets[i], skips[i] = ev.TargetSubscriptionID, ev.SkipSubscriptionID
 	}
-	var created int64
+	var h *handoff
+	if d := f.cfg.Dispatcher; d != nil {
+		h = d.reserveHandoff(ctx)
+	}
+	var created, pending int64
+	var jobs []*job
 	insert := func() error {
 		return pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
-			tag, err := tx.Exec(ctx, fanoutSQL, ids, types, owners, targets, skips)
-			if err != nil {
-				return err
+			var err error
+			if h == nil {
+				var tag pgconn.CommandTag
+				tag, err = tx.Exec(ctx, fanoutSQL, ids, cands, owners, targets, skips)
+				created = tag.RowsAffected()
+				pending = created
+			} else {
+				created, pending, jobs, err = f.insertClaiming(ctx, tx, h, events, ids, cands, owners, targets, skips)
 			}
-			created = tag.RowsAffected()
-			if created > 0 {
+			if err == nil && pending > 0 {
 				// Other relays dispatching from the same database wake on this.
 				_, err = tx.Exec(ctx, `SELECT pg_notify('relay_deliveries', '')`)
 			}
@@ -113,17 +188,78 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error 
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
 		case <-time.After(delay):
+		}
+		if ctx.Err() != nil {
+			break
 		}
 		delay *= 2
 	}
 	if err != nil {
+		if h != nil {
+			f.cfg.Dispatcher.cancelHandoff(h)
+		}
 		return fmt.Errorf("inserting deliveries: %w", err)
 	}
-	f.log.Debug().Int("num_events", len(events)).Int64("num_deliveries", created).Msg("fanned out")
-	if created > 0 && f.cfg.OnDeliveries != nil {
-		f.cfg.OnDeliveries(int(created))
+	if h != nil {
+		if len(jobs) == 0 {
+			f.cfg.Dispatcher.cancelHandoff(h)
+		} else if err := f.cfg.Dispatcher.acceptHandoff(ctx, h, jobs); err != nil {
+			// The deliveries are committed and claimed: their lease runs
+			// out and they are sent then. Fan-out itself succeeded.
+			f.log.Warn().Err(err).Msg("handing deliveries to the dispatcher")
+		}
+	}
+	f.log.Debug().Int("num_events", len(events)).Int64("num_deliveries", created).Int("num_handed_over", len(jobs)).Msg("fanned out")
+	if pending > 0 && f.cfg.OnDeliveries != nil {
+		f.cfg.OnDeliveries(int(pending))
 	}
 	return nil
+}
+
+// insertClaiming runs fanoutClaimSQL and builds the jobs of the deliveries
+// it claimed from the events in memory.
+func (f *Fanout) insertClaiming(ctx context.Context, tx pgx.Tx, h *handoff, events []outbox.Event,
+	ids, cands []string, owners []*string, targets, skips []*int64) (created, pending int64, jobs []*job, err error) {
+	d := f.cfg.Dispatcher
+	rows, err := tx.Query(ctx, fanoutClaimSQL, ids, cands, owners, targets, skips, h.roomIDs, h.roomN, d.cfg.HoldPerSlot, h.free,
+		d.cfg.WorkerID, d.cfg.LeaseMargin.String())
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer rows.Close()
+	byID := make(map[string]*outbox.Event, len(events))
+	for i := range events {
+		byID[events[i].EventID] = &events[i]
+	}
+	want := map[int64]time.Time{}
+	for rows.Next() {
+		var deliveryID, subID *int64
+		var eventID *string
+		var updated *time.Time
+		// The LEFT JOIN gives one row of NULLs when nothing was claimed.
+		if err := rows.Scan(&created, &pending, &deliveryID, &subID, &eventID, &updated); err != nil {
+			return 0, 0, nil, fmt.Errorf("reading claimed delivery: %w", err)
+		}
+		if deliveryID == nil {
+			continue
+		}
+		ev := byID[*eventID]
+		if ev == nil {
+			return 0, 0, nil, fmt.Errorf("claimed delivery %d for event %s not in the batch", *deliveryID, *eventID)
+		}
+		jobs = append(jobs, &job{
+			deliveryID: *deliveryID, subID: *subID,
+			eventID: ev.EventID, eventType: ev.Type, owner: ev.Owner, key: ev.Key,
+			payload: ev.Payload, eventHeaders: ev.Headers, eventCreatedAt: ev.CreatedAt,
+		})
+		want[*subID] = *updated
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, nil, err
+	}
+	rows.Close()
+	jobs, err = d.fillJobs(ctx, tx, jobs, want)
+	return created, pending, jobs, err
 }

@@ -12,7 +12,11 @@ import (
 // recordAttemptsSQL inserts the attempts and moves their deliveries on, in
 // one statement for the whole batch. The update only touches deliveries this
 // relay still holds, so a delivery whose lease expired and was claimed by
-// another relay is not overwritten.
+// another relay is not overwritten. locked_by is set only with status
+// 'delivering' and cleared whenever the status moves on, so it is the whole
+// test: spelling out the status as well would let the planner scan every
+// delivery in flight (the deliveries_leased index, dead entries included)
+// instead of looking each one up by id.
 const recordAttemptsSQL = `
 WITH r AS (
     SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
@@ -33,7 +37,7 @@ SET status = r.new_status,
     last_duration_ms = r.duration_ms,
     completed_at = CASE WHEN r.new_status IN ('succeeded', 'failed') THEN now() END
 FROM r
-WHERE d.id = r.delivery_id AND d.status = 'delivering' AND d.locked_by = $12`
+WHERE d.id = r.delivery_id AND d.locked_by = $12`
 
 // healthSQL folds the batch's outcomes into each subscription's health and
 // returns what alerting needs. consecutive_failures counts deliveries that
@@ -81,8 +85,13 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	nexts := make([]*time.Time, 0, n)
 	deltas := map[int64]*healthDelta{}
 	var order []int64
+	var requeue []int64
 	for _, r := range batch {
 		if r.released {
+			continue
+		}
+		if r.requeue {
+			requeue = append(requeue, r.job.deliveryID)
 			continue
 		}
 		ids = append(ids, r.job.deliveryID)
@@ -135,7 +144,7 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 			}
 		}
 	}
-	if len(ids) == 0 {
+	if len(ids) == 0 && len(requeue) == 0 {
 		return nil
 	}
 	settings, err := d.currentSettings(ctx, false)
@@ -143,6 +152,18 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 		return err
 	}
 	err = pgx.BeginFunc(ctx, d.cfg.Pool, func(tx pgx.Tx) error {
+		if len(requeue) > 0 {
+			// Held too long to start: back to pending, unsent and due, for
+			// whichever relay claims it next.
+			if _, err := tx.Exec(ctx, `
+				UPDATE relay.deliveries SET status = 'pending', locked_until = NULL, locked_by = NULL
+				WHERE id = ANY($1) AND locked_by = $2`, requeue, d.cfg.WorkerID); err != nil {
+				return fmt.Errorf("handing back deliveries held too long: %w", err)
+			}
+		}
+		if len(ids) == 0 {
+			return nil
+		}
 		if _, err := tx.Exec(ctx, recordAttemptsSQL, ids, attempts, started, durations, codes, outcomes, errs, responses,
 			retryAfters, statuses, nexts, d.cfg.WorkerID); err != nil {
 			return fmt.Errorf("recording attempts: %w", err)
@@ -152,10 +173,13 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	if err != nil {
 		return err
 	}
+	if len(requeue) > 0 {
+		d.log.Debug().Int("num_deliveries", len(requeue)).Msg("handed back deliveries held too long to start")
+	}
 	d.attempts.Add(int64(len(ids)))
 	if d.cfg.Observer != nil {
 		for _, r := range batch {
-			if r.released {
+			if r.released || r.requeue {
 				continue
 			}
 			oc := "failed"

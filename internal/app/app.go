@@ -174,8 +174,10 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 	a.dispatcher, err = sink.NewDispatcher(sink.DispatcherConfig{
-		Pool:        a.pool,
-		Sender:      sink.NewHTTPSender(sink.SenderConfig{Guard: guard, UserAgent: a.cfg.UserAgent}),
+		Pool: a.pool,
+		// The lean HTTP/1.1 sender: the same contract as sink.HTTPSender
+		// at about half its CPU per request.
+		Sender:      sink.NewH1Sender(sink.SenderConfig{Guard: guard, UserAgent: a.cfg.UserAgent}),
 		Logger:      a.log,
 		Concurrency: a.cfg.Concurrency,
 		Observer:    observer{a.metrics},
@@ -187,7 +189,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	fan := sink.NewFanout(a.pool, sink.FanoutConfig{Logger: a.log, OnDeliveries: func(int) { a.dispatcher.Wake() }})
+	// Fan-out hands fresh deliveries straight to this relay's dispatcher
+	// when it has room; what it leaves pending wakes the claim loop.
+	fan := sink.NewFanout(a.pool, sink.FanoutConfig{Logger: a.log, Dispatcher: a.dispatcher, OnDeliveries: func(int) { a.dispatcher.Wake() }})
 	a.stream, err = outbox.New(outbox.Config{
 		DatabaseURL: a.cfg.DatabaseURL,
 		Slot:        a.cfg.Slot,

@@ -1,0 +1,177 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
+)
+
+// subCacheTTL bounds how long a subscription's settings are used without
+// reading them again. Changes made through relay (and any UPDATE of its
+// configuration columns) move updated_at, which claims return, so they
+// apply at once; the TTL covers hand edits that do not.
+const subCacheTTL = 5 * time.Second
+
+// subInfo is what sending needs of a subscription, read once and shared by
+// all its deliveries instead of once per delivery.
+type subInfo struct {
+	id        int64
+	updatedAt time.Time
+	readAt    time.Time
+
+	url          string
+	secret       string
+	previous     []string    // secrets in their grace period, newest first
+	expires      []time.Time // when each of previous stops signing
+	format       string
+	template     string
+	headers      []byte
+	timeout      time.Duration
+	schedule     []time.Duration
+	window       *Window
+	ignoreGlobal bool
+	maxInFlight  int
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// subCache holds subInfo by subscription id.
+type subCache struct {
+	mu   sync.Mutex
+	subs map[int64]*subInfo
+	log  zerolog.Logger
+}
+
+const subInfoSQL = `
+SELECT s.id, s.updated_at, s.url, s.secret,
+       ARRAY(SELECT p->>'secret' FROM jsonb_array_elements(s.previous_secrets) AS p
+             WHERE (p->>'expires_at')::timestamptz > now() ORDER BY (p->>'expires_at')::timestamptz DESC),
+       ARRAY(SELECT (p->>'expires_at')::timestamptz FROM jsonb_array_elements(s.previous_secrets) AS p
+             WHERE (p->>'expires_at')::timestamptz > now() ORDER BY (p->>'expires_at')::timestamptz DESC),
+       s.format, coalesce(s.template, ''), s.headers::text, s.timeout_ms,
+       ARRAY(SELECT extract(epoch FROM i)::float8 FROM unnest(s.retry_schedule) AS i),
+       s.window_start::text, s.window_end::text, s.window_time_zone, s.ignore_global_window, s.max_in_flight
+FROM relay.subscriptions AS s
+WHERE s.id = ANY($1)`
+
+// get returns the settings of the subscriptions in want (id → the
+// updated_at the caller saw), reading through q those not cached, older
+// than the TTL or changed since.
+func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time) (map[int64]*subInfo, error) {
+	out := make(map[int64]*subInfo, len(want))
+	var missing []int64
+	now := time.Now()
+	c.mu.Lock()
+	for id, updated := range want {
+		if s := c.subs[id]; s != nil && s.updatedAt.Equal(updated) && now.Sub(s.readAt) < subCacheTTL {
+			out[id] = s
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	c.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	rows, err := q.Query(ctx, subInfoSQL, missing)
+	if err != nil {
+		return nil, fmt.Errorf("reading subscriptions: %w", err)
+	}
+	defer rows.Close()
+	var read []*subInfo
+	for rows.Next() {
+		s := &subInfo{readAt: now}
+		var headers string
+		var timeoutMS int
+		var schedule []float64
+		var ws, we *string
+		var zone string
+		if err := rows.Scan(&s.id, &s.updatedAt, &s.url, &s.secret, &s.previous, &s.expires, &s.format, &s.template,
+			&headers, &timeoutMS, &schedule, &ws, &we, &zone, &s.ignoreGlobal, &s.maxInFlight); err != nil {
+			return nil, fmt.Errorf("reading subscriptions: %w", err)
+		}
+		s.headers = []byte(headers)
+		s.timeout = time.Duration(timeoutMS) * time.Millisecond
+		s.schedule = make([]time.Duration, len(schedule))
+		for i, v := range schedule {
+			s.schedule[i] = time.Duration(v * float64(time.Second))
+		}
+		if ws != nil && we != nil {
+			w, err := ParseWindow(*ws, *we, zone)
+			if err != nil {
+				c.log.Warn().Err(err).Int64("subscription_id", s.id).Msg("ignoring unreadable delivery window")
+			} else {
+				s.window = &w
+			}
+		}
+		read = append(read, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading subscriptions: %w", err)
+	}
+	c.mu.Lock()
+	if c.subs == nil {
+		c.subs = map[int64]*subInfo{}
+	}
+	for _, s := range read {
+		c.subs[s.id] = s
+		out[s.id] = s
+	}
+	// Forget subscriptions not used for a while, so deleted ones go.
+	if len(c.subs) > 2*len(read)+64 {
+		for id, s := range c.subs {
+			if now.Sub(s.readAt) > 10*subCacheTTL {
+				delete(c.subs, id)
+			}
+		}
+	}
+	c.mu.Unlock()
+	return out, nil
+}
+
+// fill gives j its subscription's settings as of now.
+func (s *subInfo) fill(j *job, now time.Time) {
+	j.url, j.format, j.template, j.subHeaders = s.url, s.format, s.template, s.headers
+	j.timeout, j.window, j.ignoreGlobal, j.maxInFlight = s.timeout, s.window, s.ignoreGlobal, s.maxInFlight
+	j.secrets = make([]string, 0, 1+len(s.previous))
+	j.secrets = append(j.secrets, s.secret)
+	for i, p := range s.previous {
+		if i < len(s.expires) && s.expires[i].After(now) {
+			j.secrets = append(j.secrets, p)
+		}
+	}
+	j.schedule = s.schedule
+	if j.eventType == "webhook.test" {
+		j.schedule = nil // a test answers once; it is not retried
+	}
+}
+
+// eventTypeCandidates lists the patterns matching an event type, separated
+// by spaces (patterns never hold one), as relay.event_type_candidates does
+// in SQL: for a.b.c, "* a.* a.b.* a.b.c". Computing them here saves a SQL
+// function call per event in fan-out.
+func eventTypeCandidates(t string) string {
+	var b strings.Builder
+	b.Grow(2 + 2*len(t) + 8)
+	b.WriteString("*")
+	for i := 0; i < len(t); i++ {
+		if t[i] == '.' {
+			b.WriteByte(' ')
+			b.WriteString(t[:i])
+			b.WriteString(".*")
+		}
+	}
+	b.WriteByte(' ')
+	b.WriteString(t)
+	return b.String()
+}

@@ -47,6 +47,12 @@ type Config struct {
 	// BackfillWindow bounds how old events may be for the backfill made
 	// when the slot is created (default 7 days). See ensureSlot.
 	BackfillWindow time.Duration
+	// Linger is how long after handing events over the stream waits
+	// before handing over the next ones, so that events arriving in a
+	// steady stream travel in batches rather than one by one (default 1ms;
+	// negative means never wait). An event arriving after a quiet spell is
+	// handed over at once; a full batch never waits.
+	Linger time.Duration
 }
 
 // State is where a stream stands.
@@ -120,6 +126,9 @@ func New(cfg Config) (*Stream, error) {
 	}
 	if cfg.BackfillWindow <= 0 {
 		cfg.BackfillWindow = 7 * 24 * time.Hour
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = time.Millisecond
 	}
 	return &Stream{cfg: cfg, log: cfg.Logger.With().Str("component", "outbox").Logger()}, nil
 }
@@ -307,6 +316,10 @@ func (s *Stream) session(ctx context.Context) error {
 	l := loop{s: s, conn: conn, dec: newDecoder(), ack: s.AckedLSN(), committed: s.AckedLSN()}
 	ticker := time.NewTicker(s.cfg.StatusInterval)
 	defer ticker.Stop()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	lingering := false
+	defer linger.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -317,6 +330,11 @@ func (s *Stream) session(ctx context.Context) error {
 			if err := l.sendStatus(false); err != nil {
 				return err
 			}
+		case <-linger.C:
+			lingering = false
+			if err := l.flush(ctx); err != nil {
+				return err
+			}
 		case r := <-msgs:
 			if r.err != nil {
 				return fmt.Errorf("receiving: %w", r.err)
@@ -325,11 +343,23 @@ func (s *Stream) session(ctx context.Context) error {
 				return err
 			}
 			// Hand events over when the read-ahead buffer is empty (low
-			// latency when idle) or the batch is full (throughput when busy).
-			if len(msgs) == 0 || len(l.pending) >= s.cfg.MaxBatch {
-				if err := l.flush(ctx); err != nil {
-					return err
-				}
+			// latency when idle) or the batch is full (throughput when busy);
+			// right after a hand-over, let a steady stream gather for Linger.
+			full := len(l.pending) >= s.cfg.MaxBatch
+			if !full && (len(msgs) > 0 || lingering) {
+				continue
+			}
+			if wait := s.cfg.Linger - time.Since(l.flushed); !full && len(l.pending) > 0 && wait > 0 {
+				linger.Reset(wait)
+				lingering = true
+				continue
+			}
+			if lingering {
+				linger.Stop()
+				lingering = false
+			}
+			if err := l.flush(ctx); err != nil {
+				return err
 			}
 		}
 	}
@@ -358,6 +388,8 @@ type loop struct {
 	committed pglogrepl.LSN
 	ack       pglogrepl.LSN
 	reported  pglogrepl.LSN
+	// flushed is when events were last handed over.
+	flushed time.Time
 }
 
 func (l *loop) handle(ctx context.Context, msg pgproto3.BackendMessage) error {
@@ -435,6 +467,7 @@ func (l *loop) flush(ctx context.Context) error {
 		l.s.events.Add(int64(len(l.pending)))
 		clear(l.pending)
 		l.pending = l.pending[:0]
+		l.flushed = time.Now()
 	}
 	if !l.dec.inTx && l.committed > l.ack {
 		l.ack = l.committed

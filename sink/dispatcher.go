@@ -106,6 +106,8 @@ type Dispatcher struct {
 	settingsAt  time.Time
 	keys        sync.Map // secret string → signer.Key
 	info        subCache
+	healthMu    sync.Mutex
+	health      map[int64]healthMark
 	stopClaims  context.CancelFunc
 	hardCancel  context.CancelFunc
 	claimDone   chan struct{}

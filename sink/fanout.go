@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
@@ -38,7 +38,17 @@ type Fanout struct {
 	pool *pgxpool.Pool
 	cfg  FanoutConfig
 	log  zerolog.Logger
+	// perEvent is the deliveries an event made lately (×1000), which
+	// sizes the chunks of a batch.
+	perEvent atomic.Int64
 }
+
+// chunkDeliveries is about how many deliveries one fan-out statement
+// writes. A batch that would make more (many subscriptions per event) is
+// written in several statements, so the first deliveries can be sent while
+// the rest are written; each statement commits on its own, and the stream
+// acknowledges the batch only once all have (a replay is absorbed).
+const chunkDeliveries = 2000
 
 // NewFanout returns a fan-out writer on pool.
 func NewFanout(pool *pgxpool.Pool, cfg FanoutConfig) *Fanout {
@@ -72,10 +82,18 @@ WITH e AS (
     UNION ALL
     SELECT e.event_id, s.id
     FROM e JOIN relay.subscriptions AS s ON s.id = e.target
+), ins AS (
+    INSERT INTO relay.deliveries (event_id, subscription_id)
+    SELECT event_id, subscription_id FROM matched
+    ON CONFLICT (event_id, subscription_id) DO NOTHING
+    RETURNING 1
+), n AS (
+    SELECT count(*) AS inserted FROM ins
+), note AS (
+    -- Other relays dispatching from the same database wake on this.
+    SELECT pg_notify('relay_deliveries', '') FROM n WHERE n.inserted > 0
 )
-INSERT INTO relay.deliveries (event_id, subscription_id)
-SELECT event_id, subscription_id FROM matched
-ON CONFLICT (event_id, subscription_id) DO NOTHING`
+SELECT n.inserted, (SELECT count(*) FROM note) FROM n`
 
 // fanoutClaimSQL is fanoutSQL that also claims, for the dispatcher $10,
 // the deliveries it has room for: per subscription the room it gives ($6,
@@ -118,9 +136,14 @@ WITH e AS (
     ORDER BY ord, subscription_id
     ON CONFLICT (event_id, subscription_id) DO NOTHING
     RETURNING id, event_id, subscription_id, status
+), n AS (
+    SELECT count(*) AS inserted, count(*) FILTER (WHERE status = 'pending') AS pending FROM ins
+), note AS (
+    -- Deliveries left pending are for any relay to claim: wake them.
+    SELECT pg_notify('relay_deliveries', '') FROM n WHERE n.pending > 0
 )
-SELECT n.inserted, n.pending, c.*
-FROM (SELECT count(*) AS inserted, count(*) FILTER (WHERE status = 'pending') AS pending FROM ins) AS n
+SELECT n.inserted, n.pending, (SELECT count(*) FROM note), c.*
+FROM n
 LEFT JOIN (
     SELECT i.id, i.subscription_id, i.event_id::text, s.updated_at
     FROM ins AS i JOIN relay.subscriptions AS s ON s.id = i.subscription_id
@@ -129,9 +152,24 @@ LEFT JOIN (
 
 // HandleEvents writes the deliveries of events and commits before returning.
 func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error {
-	if len(events) == 0 {
-		return nil
+	for len(events) > 0 {
+		n := len(events)
+		if per := f.perEvent.Load(); per > 0 {
+			n = min(n, max(1, int(chunkDeliveries*1000/per)))
+		}
+		created, err := f.handleChunk(ctx, events[:n])
+		if err != nil {
+			return err
+		}
+		f.perEvent.Store(max(1, created*1000/int64(n)))
+		events = events[n:]
 	}
+	return nil
+}
+
+// handleChunk writes the deliveries of events in one statement and returns
+// how many it created.
+func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64, error) {
 	ids := make([]string, len(events))
 	cands := make([]string, len(events))
 	byType := map[string]string{}
@@ -154,23 +192,18 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error 
 	}
 	var created, pending int64
 	var jobs []*job
+	// One statement, so one round trip: it is its own transaction, and
+	// has committed (notification included) when it returns.
 	insert := func() error {
-		return pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
-			var err error
-			if h == nil {
-				var tag pgconn.CommandTag
-				tag, err = tx.Exec(ctx, fanoutSQL, ids, cands, owners, targets, skips)
-				created = tag.RowsAffected()
-				pending = created
-			} else {
-				created, pending, jobs, err = f.insertClaiming(ctx, tx, h, events, ids, cands, owners, targets, skips)
-			}
-			if err == nil && pending > 0 {
-				// Other relays dispatching from the same database wake on this.
-				_, err = tx.Exec(ctx, `SELECT pg_notify('relay_deliveries', '')`)
-			}
+		if h == nil {
+			var notified int64
+			err := f.pool.QueryRow(ctx, fanoutSQL, ids, cands, owners, targets, skips).Scan(&created, &notified)
+			pending = created
 			return err
-		})
+		}
+		var err error
+		created, pending, jobs, err = f.insertClaiming(ctx, h, events, ids, cands, owners, targets, skips)
+		return err
 	}
 	// Logical decoding may hand over a transaction a moment before its rows
 	// are visible to other sessions (the commit record is in the WAL before
@@ -200,7 +233,7 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error 
 		if h != nil {
 			f.cfg.Dispatcher.cancelHandoff(h)
 		}
-		return fmt.Errorf("inserting deliveries: %w", err)
+		return 0, fmt.Errorf("inserting deliveries: %w", err)
 	}
 	if h != nil {
 		if len(jobs) == 0 {
@@ -215,15 +248,15 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error 
 	if pending > 0 && f.cfg.OnDeliveries != nil {
 		f.cfg.OnDeliveries(int(pending))
 	}
-	return nil
+	return created, nil
 }
 
 // insertClaiming runs fanoutClaimSQL and builds the jobs of the deliveries
 // it claimed from the events in memory.
-func (f *Fanout) insertClaiming(ctx context.Context, tx pgx.Tx, h *handoff, events []outbox.Event,
+func (f *Fanout) insertClaiming(ctx context.Context, h *handoff, events []outbox.Event,
 	ids, cands []string, owners []*string, targets, skips []*int64) (created, pending int64, jobs []*job, err error) {
 	d := f.cfg.Dispatcher
-	rows, err := tx.Query(ctx, fanoutClaimSQL, ids, cands, owners, targets, skips, h.roomIDs, h.roomN, d.cfg.HoldPerSlot, h.free,
+	rows, err := f.pool.Query(ctx, fanoutClaimSQL, ids, cands, owners, targets, skips, h.roomIDs, h.roomN, d.cfg.HoldPerSlot, h.free,
 		d.cfg.WorkerID, d.cfg.LeaseMargin.String())
 	if err != nil {
 		return 0, 0, nil, err
@@ -238,8 +271,9 @@ func (f *Fanout) insertClaiming(ctx context.Context, tx pgx.Tx, h *handoff, even
 		var deliveryID, subID *int64
 		var eventID *string
 		var updated *time.Time
+		var notified int64
 		// The LEFT JOIN gives one row of NULLs when nothing was claimed.
-		if err := rows.Scan(&created, &pending, &deliveryID, &subID, &eventID, &updated); err != nil {
+		if err := rows.Scan(&created, &pending, &notified, &deliveryID, &subID, &eventID, &updated); err != nil {
 			return 0, 0, nil, fmt.Errorf("reading claimed delivery: %w", err)
 		}
 		if deliveryID == nil {
@@ -260,6 +294,13 @@ func (f *Fanout) insertClaiming(ctx context.Context, tx pgx.Tx, h *handoff, even
 		return 0, 0, nil, err
 	}
 	rows.Close()
-	jobs, err = d.fillJobs(ctx, tx, jobs, want)
-	return created, pending, jobs, err
+	// The deliveries are committed. Should their subscriptions' settings
+	// not be readable now, they stay leased to this relay and are sent
+	// when the lease ends (or released at stop): late, never lost.
+	filled, ferr := d.fillJobs(ctx, f.pool, jobs, want)
+	if ferr != nil {
+		f.log.Warn().Err(ferr).Int("num_deliveries", len(jobs)).Msg("reading subscriptions for handed-over deliveries; they will be sent when their lease ends")
+		filled = nil
+	}
+	return created, pending, filled, nil
 }

@@ -183,3 +183,21 @@ func TestCandidatesMatchSQL(t *testing.T) {
 	})
 	assertExactlyOnce(t, db, 7)
 }
+
+// A batch that makes many deliveries per event is written in chunks (each
+// its own statement); every delivery is there exactly once.
+func TestFanoutInChunks(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	for range 40 {
+		addSub(t, db, nil, "*")
+	}
+	startCapture(t, db, nil)
+	for range 3 {
+		db.Exec(t, `INSERT INTO relay.outbox (event_type, payload) SELECT 'c.x', '{}' FROM generate_series(1, 150)`)
+	}
+	waitFor(t, 20*time.Second, "18,000 deliveries", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM relay.deliveries`) == 18000
+	})
+	assertExactlyOnce(t, db, 450)
+}

@@ -147,6 +147,18 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	if len(ids) == 0 && len(requeue) == 0 {
 		return nil
 	}
+	order = d.healthToWrite(order, deltas, time.Now())
+	if len(requeue) == 0 && len(order) == 0 {
+		// Only successes, on subscriptions known healthy whose health was
+		// written less than a second ago: one statement, its own
+		// transaction, one round trip.
+		if _, err := d.cfg.Pool.Exec(ctx, recordAttemptsSQL, ids, attempts, started, durations, codes, outcomes, errs, responses,
+			retryAfters, statuses, nexts, d.cfg.WorkerID); err != nil {
+			return fmt.Errorf("recording attempts: %w", err)
+		}
+		d.recorded(batch, len(ids))
+		return nil
+	}
 	settings, err := d.currentSettings(ctx, false)
 	if err != nil {
 		return err
@@ -176,7 +188,58 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	if len(requeue) > 0 {
 		d.log.Debug().Int("num_deliveries", len(requeue)).Msg("handed back deliveries held too long to start")
 	}
-	d.attempts.Add(int64(len(ids)))
+	d.recorded(batch, len(ids))
+	return nil
+}
+
+// healthWriteEvery is how often a healthy subscription's last_success_at
+// is written while it keeps succeeding: writing it with every batch would
+// update the subscription's row hundreds of times a second.
+const healthWriteEvery = time.Second
+
+// healthMark is what this relay last wrote of a subscription's health.
+type healthMark struct {
+	healthy bool // no failure streak, no alert raised
+	written time.Time
+}
+
+// healthToWrite drops from order the subscriptions whose batch holds only
+// successes and whose health, written less than healthWriteEvery ago, was
+// healthy: their row would not change but for last_success_at.
+func (d *Dispatcher) healthToWrite(order []int64, deltas map[int64]*healthDelta, now time.Time) []int64 {
+	d.healthMu.Lock()
+	defer d.healthMu.Unlock()
+	kept := order[:0]
+	for _, id := range order {
+		h := deltas[id]
+		successOnly := h.reset && h.fails == 0 && h.failingFrom == nil && h.lastFailureAt == nil && !h.gone
+		if m, ok := d.health[id]; successOnly && ok && m.healthy && now.Sub(m.written) < healthWriteEvery {
+			continue
+		}
+		kept = append(kept, id)
+	}
+	return kept
+}
+
+func (d *Dispatcher) noteHealth(id int64, healthy bool, now time.Time) {
+	d.healthMu.Lock()
+	defer d.healthMu.Unlock()
+	if d.health == nil {
+		d.health = map[int64]healthMark{}
+	}
+	d.health[id] = healthMark{healthy: healthy, written: now}
+	if len(d.health) > 1024 {
+		for k, m := range d.health {
+			if now.Sub(m.written) > time.Minute {
+				delete(d.health, k)
+			}
+		}
+	}
+}
+
+// recorded counts a committed batch and tells the observer.
+func (d *Dispatcher) recorded(batch []*result, attempts int) {
+	d.attempts.Add(int64(attempts))
 	if d.cfg.Observer != nil {
 		for _, r := range batch {
 			if r.released || r.requeue {
@@ -192,7 +255,6 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 			d.cfg.Observer.AttemptDone(oc, r.send.Duration)
 		}
 	}
-	return nil
 }
 
 func nilIfEmpty(s string) *string {
@@ -207,6 +269,9 @@ func nilIfEmpty(s string) *string {
 // have failed continuously for longer than settings.DisableAfter.
 func (d *Dispatcher) updateHealth(ctx context.Context, tx pgx.Tx, order []int64, deltas map[int64]*healthDelta, settings Settings) error {
 	n := len(order)
+	if n == 0 {
+		return nil
+	}
 	ids := make([]int64, n)
 	resets := make([]bool, n)
 	fails := make([]int32, n)
@@ -247,7 +312,9 @@ func (d *Dispatcher) updateHealth(ctx context.Context, tx pgx.Tx, order []int64,
 		return err
 	}
 	now := d.cfg.Now()
+	wrote := time.Now()
 	for _, h := range hs {
+		d.noteHealth(h.id, h.consecutive == 0 && h.failingSince == nil && !h.alerted, wrote)
 		lastError := ""
 		if h.lastError != nil {
 			lastError = *h.lastError

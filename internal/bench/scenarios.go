@@ -1,0 +1,721 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// HTTPFigure is a plain HTTP load on the receiver.
+type HTTPFigure struct {
+	Connections    int     `json:"connections"`
+	RequestsPerSec float64 `json:"requests_per_sec"`
+	P50Ms          float64 `json:"p50_ms"`
+}
+
+// CommitFigure is single-row INSERT … COMMIT into the plain table.
+type CommitFigure struct {
+	Clients       int     `json:"clients"`
+	CommitsPerSec float64 `json:"commits_per_sec"`
+	P50Ms         float64 `json:"p50_ms"`
+	// PostgresCPUMicros is PostgreSQL's CPU per commit (throwaway cluster
+	// only): what one event costs the server before relay does anything.
+	PostgresCPUMicros float64 `json:"postgres_cpu_us,omitempty"`
+}
+
+// LimitsResult is what the machine does without relay: the receiver's
+// ceiling at the concurrencies relay uses, and the raw commit rate.
+type LimitsResult struct {
+	// ReceiverPerSubscription is at 8 connections: relay's default
+	// max_in_flight for one subscription.
+	ReceiverPerSubscription HTTPFigure `json:"receiver_per_subscription"`
+	// ReceiverFull is at relay's --concurrency.
+	ReceiverFull HTTPFigure `json:"receiver_full"`
+	// Commit16 is the raw single-row commit rate with 16 clients;
+	// CommitProducers with as many clients as the live producers; Commit1
+	// with one (its p50 is the latency of one commit).
+	Commit16        CommitFigure `json:"commit_16"`
+	CommitProducers CommitFigure `json:"commit_producers"`
+	Commit1         CommitFigure `json:"commit_1"`
+}
+
+// Cost is relay's CPU and memory over a scenario.
+type Cost struct {
+	CPUSeconds         float64 `json:"cpu_seconds"`
+	CPUSecondsPer1000  float64 `json:"cpu_seconds_per_1000"`
+	CPUMicrosPerEvent  float64 `json:"cpu_us_per_event"`
+	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
+	CountedDeliveries  int     `json:"counted_deliveries"`
+	IncludesStartupCPU bool    `json:"includes_startup_cpu"`
+}
+
+func newCost(cpu time.Duration, deliveries int, u ProcUsage, startup bool) Cost {
+	c := Cost{CPUSeconds: cpu.Seconds(), PeakRSSBytes: u.PeakRSS, CountedDeliveries: deliveries, IncludesStartupCPU: startup}
+	if deliveries > 0 {
+		c.CPUSecondsPer1000 = cpu.Seconds() * 1000 / float64(deliveries)
+		c.CPUMicrosPerEvent = float64(cpu.Microseconds()) / float64(deliveries)
+	}
+	return c
+}
+
+// Check is what the receiver saw against what was committed.
+type Check struct {
+	Expected   int      `json:"expected"`
+	Received   int      `json:"received"`
+	Missing    int      `json:"missing"`
+	Duplicates int      `json:"duplicates"`
+	MissingIDs []string `json:"missing_ids,omitempty"`
+	DupIDs     []string `json:"duplicate_ids,omitempty"`
+}
+
+// check compares expected delivery keys with the receiver's report and
+// returns the latest receipt among them (Unix nanoseconds).
+func check(expected []string, rep ReceiverReport) (Check, int64) {
+	c := Check{Expected: len(expected)}
+	var last int64
+	for _, k := range expected {
+		t, ok := rep.Times[k]
+		if !ok {
+			c.Missing++
+			if len(c.MissingIDs) < 10 {
+				c.MissingIDs = append(c.MissingIDs, k)
+			}
+			continue
+		}
+		c.Received++
+		last = max(last, t)
+		if rep.Duplicated[k] > 0 {
+			c.Duplicates++
+			if len(c.DupIDs) < 10 {
+				c.DupIDs = append(c.DupIDs, k)
+			}
+		}
+	}
+	return c, last
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (b *runner) limits(ctx context.Context) error {
+	r := &LimitsResult{}
+	b.report.Limits = r
+	for _, f := range []*HTTPFigure{{Connections: 8}, {Connections: b.cfg.Concurrency}} {
+		b.progress("receiver ceiling with %d connections", f.Connections)
+		l, err := loadReceiver(ctx, b.recv.base, f.Connections, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		f.RequestsPerSec = float64(l.Requests) / l.Elapsed.Seconds()
+		f.P50Ms = ms(l.P50)
+		if f.Connections == 8 {
+			r.ReceiverPerSubscription = *f
+		} else {
+			r.ReceiverFull = *f
+		}
+		if err := b.recv.reset(ctx); err != nil {
+			return err
+		}
+	}
+	db, err := b.newDB(ctx, "limits")
+	if err != nil {
+		return err
+	}
+	defer db.drop()
+	if err := withPlainTable(ctx, db.pool); err != nil {
+		return err
+	}
+	for _, f := range []*CommitFigure{{Clients: 16}, {Clients: b.cfg.Producers}, {Clients: 1}} {
+		b.progress("raw single-row commits with %d clients", f.Clients)
+		s0 := b.snapCPU(nil)
+		res, err := produceFlat(ctx, db.pool, "public.bench_plain", f.Clients, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		if split := b.cpuSince(s0, nil); split.Postgres > 0 && len(res.samples) > 0 {
+			f.PostgresCPUMicros = split.Postgres * 1e6 / float64(len(res.samples))
+		}
+		f.CommitsPerSec = float64(len(res.samples)) / res.elapsed.Seconds()
+		f.P50Ms = ms(percentile(res.commits, 0.5))
+		switch f.Clients {
+		case 16:
+			r.Commit16 = *f
+		case 1:
+			r.Commit1 = *f
+		}
+		if f.Clients == b.cfg.Producers {
+			r.CommitProducers = *f
+		}
+	}
+	return nil
+}
+
+// DrainResult: a backlog committed while relay was stopped, delivered from
+// relay's start.
+type DrainResult struct {
+	Events int `json:"events"`
+	// ReceivedSeconds is from spawning relay to the last receipt;
+	// RecordedSeconds to when every delivery is recorded succeeded with its
+	// attempt row (polled every 20ms once all had arrived).
+	ReceivedSeconds float64 `json:"received_seconds"`
+	RecordedSeconds float64 `json:"recorded_seconds"`
+	// EventsPerSec is Events / RecordedSeconds: delivered, each with its
+	// attempt recorded.
+	EventsPerSec     float64  `json:"events_per_sec"`
+	ReceivedPerSec   float64  `json:"received_per_sec"`
+	AttemptsRecorded int      `json:"attempts_recorded"`
+	Check            Check    `json:"check"`
+	Cost             Cost     `json:"cost"`
+	CPU              CPUSplit `json:"cpu_split"`
+}
+
+func (b *runner) drain(ctx context.Context) error {
+	db, err := b.newDB(ctx, "drain")
+	if err != nil {
+		return err
+	}
+	defer db.drop()
+	if err := db.subscribe(ctx, b.recv.base, 1); err != nil {
+		return err
+	}
+	slot := db.name
+	// A first run creates the slot, so the backlog below is in its WAL
+	// (a relay that was stopped, not one that never ran).
+	rp, err := b.startRelay(db.url, slot, "drain-setup")
+	if err != nil {
+		return err
+	}
+	if err := db.waitStreaming(ctx, slot, rp, time.Minute); err != nil {
+		_ = rp.stop(10 * time.Second)
+		return err
+	}
+	if err := rp.stop(30 * time.Second); err != nil {
+		return err
+	}
+	b.progress("committing %d events while relay is stopped", b.cfg.Events)
+	ids, err := insertBulk(ctx, db.pool, b.cfg.Events, 1000)
+	if err != nil {
+		return err
+	}
+	if err := b.recv.reset(ctx); err != nil {
+		return err
+	}
+	b.progress("starting relay and draining")
+	s0 := b.snapCPU(nil)
+	rp, err = b.startRelay(db.url, slot, "drain")
+	if err != nil {
+		return err
+	}
+	defer rp.stop(30 * time.Second)
+	timeout := time.Minute + time.Duration(b.cfg.Events)*time.Second/500
+	if _, err := b.recv.waitReceived(ctx, len(ids), timeout); err != nil {
+		return err
+	}
+	recordedAt, attempts, err := db.waitRecorded(ctx, len(ids), time.Minute)
+	if err != nil {
+		return err
+	}
+	split := b.cpuSince(s0, rp)
+	u, err := rp.usage()
+	if err != nil {
+		return err
+	}
+	b.notePeak(u)
+	rep, err := b.recv.report(ctx)
+	if err != nil {
+		return err
+	}
+	c, last := check(ids, rep)
+	b.noteChecks(c.Missing, c.Duplicates)
+	r := &DrainResult{
+		Events:           len(ids),
+		ReceivedSeconds:  time.Unix(0, last).Sub(rp.started).Seconds(),
+		RecordedSeconds:  recordedAt.Sub(rp.started).Seconds(),
+		AttemptsRecorded: attempts,
+		Check:            c,
+		Cost:             newCost(u.CPU, len(ids), u, true),
+		CPU:              split,
+	}
+	r.EventsPerSec = float64(len(ids)) / r.RecordedSeconds
+	r.ReceivedPerSec = float64(len(ids)) / r.ReceivedSeconds
+	b.report.Drain = r
+	if c.Missing > 0 {
+		return errIncomplete
+	}
+	return nil
+}
+
+// Latencies are commit→receipt percentiles in milliseconds.
+type Latencies struct {
+	P50 float64 `json:"p50_ms"`
+	P90 float64 `json:"p90_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+func latencies(samples []sample, rep ReceiverReport) Latencies {
+	ds := make([]time.Duration, 0, len(samples))
+	for _, s := range samples {
+		if t, ok := rep.Times[s.id]; ok {
+			ds = append(ds, time.Duration(t-s.commitNs))
+		}
+	}
+	l := Latencies{P50: ms(percentile(ds, 0.5)), P90: ms(percentile(ds, 0.9)), P99: ms(percentile(ds, 0.99))}
+	if len(ds) > 0 {
+		l.Max = ms(ds[len(ds)-1])
+	}
+	return l
+}
+
+// startWarm starts relay on db, waits for it to stream, and sends a few
+// events through so connections are open before measuring.
+func (b *runner) startWarm(ctx context.Context, db *benchDB, tag string, deliveriesPerEvent int) (*relayProc, error) {
+	rp, err := b.startRelay(db.url, db.name, tag)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.waitStreaming(ctx, db.name, rp, time.Minute); err != nil {
+		_ = rp.stop(10 * time.Second)
+		return nil, err
+	}
+	ids, err := insertBulk(ctx, db.pool, 20, 20)
+	if err == nil {
+		_, err = b.recv.waitReceived(ctx, len(ids)*deliveriesPerEvent, time.Minute)
+	}
+	if err == nil {
+		_, _, err = db.waitRecorded(ctx, len(ids)*deliveriesPerEvent, time.Minute)
+	}
+	if err == nil {
+		err = b.recv.reset(ctx)
+	}
+	if err != nil {
+		_ = rp.stop(10 * time.Second)
+		return nil, fmt.Errorf("warming up: %w", err)
+	}
+	return rp, nil
+}
+
+// LiveResult: producers insert one event per transaction as fast as they
+// can while relay runs.
+type LiveResult struct {
+	Producers       int     `json:"producers"`
+	Seconds         float64 `json:"seconds"`
+	Produced        int     `json:"produced"`
+	ProducedPerSec  float64 `json:"produced_per_sec"`
+	DeliveredPerSec float64 `json:"delivered_per_sec"`
+	// TailSeconds is from the producers' stop to the last receipt: the
+	// backlog relay had left. KeptUp means it was under a second.
+	TailSeconds float64   `json:"tail_seconds"`
+	KeptUp      bool      `json:"kept_up"`
+	Latency     Latencies `json:"latency"`
+	Check       Check     `json:"check"`
+	Cost        Cost      `json:"cost"`
+	CPU         CPUSplit  `json:"cpu_split"`
+}
+
+func (b *runner) live(ctx context.Context) error {
+	db, err := b.newDB(ctx, "live")
+	if err != nil {
+		return err
+	}
+	defer db.drop()
+	if err := db.subscribe(ctx, b.recv.base, 1); err != nil {
+		return err
+	}
+	rp, err := b.startWarm(ctx, db, "live", 1)
+	if err != nil {
+		return err
+	}
+	defer rp.stop(30 * time.Second)
+	u0, err := rp.usage()
+	if err != nil {
+		return err
+	}
+	s0 := b.snapCPU(rp)
+	start := time.Now()
+	res, err := produceFlat(ctx, db.pool, "relay.outbox", b.cfg.Producers, b.cfg.Duration)
+	if err != nil {
+		return err
+	}
+	end := time.Now()
+	if _, err := b.recv.waitReceived(ctx, len(res.samples), 2*time.Minute); err != nil {
+		return err
+	}
+	if _, _, err := db.waitRecorded(ctx, len(res.samples)+20, time.Minute); err != nil {
+		return err
+	}
+	split := b.cpuSince(s0, rp)
+	u1, err := rp.usage()
+	if err != nil {
+		return err
+	}
+	b.notePeak(u1)
+	rep, err := b.recv.report(ctx)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(res.samples))
+	for i, s := range res.samples {
+		ids[i] = s.id
+	}
+	c, last := check(ids, rep)
+	b.noteChecks(c.Missing, c.Duplicates)
+	inWindow := 0
+	for _, id := range ids {
+		if t, ok := rep.Times[id]; ok && t <= end.UnixNano() {
+			inWindow++
+		}
+	}
+	window := end.Sub(start).Seconds()
+	r := &LiveResult{
+		Producers:       b.cfg.Producers,
+		Seconds:         window,
+		Produced:        len(ids),
+		ProducedPerSec:  float64(len(ids)) / window,
+		DeliveredPerSec: float64(inWindow) / window,
+		TailSeconds:     max(0, time.Unix(0, last).Sub(end).Seconds()),
+		Latency:         latencies(res.samples, rep),
+		Check:           c,
+		Cost:            newCost(u1.CPU-u0.CPU, len(ids), u1, false),
+		CPU:             split,
+	}
+	r.KeptUp = r.TailSeconds < 1
+	b.report.Live = r
+	if c.Missing > 0 {
+		return errIncomplete
+	}
+	return nil
+}
+
+// LatencyResult: a fixed rate below saturation.
+type LatencyResult struct {
+	Rate    int     `json:"rate"`
+	Seconds float64 `json:"seconds"`
+	Events  int     `json:"events"`
+	// Late counts events the producers began more than 5ms after due.
+	Late int `json:"late"`
+	// CommitToReceipt is from the moment the producer's COMMIT returned to
+	// the moment the receiver had read the request headers (both
+	// time.Now() wall clock of the same machine, in different processes).
+	CommitToReceipt Latencies `json:"commit_to_receipt"`
+	// CreatedToReceipt is from the row's created_at (now() of the
+	// inserting transaction, taken before its commit) to the receipt.
+	CreatedToReceipt Latencies `json:"created_to_receipt"`
+	Check            Check     `json:"check"`
+	Cost             Cost      `json:"cost"`
+	CPU              CPUSplit  `json:"cpu_split"`
+}
+
+func (b *runner) latency(ctx context.Context) error {
+	db, err := b.newDB(ctx, "latency")
+	if err != nil {
+		return err
+	}
+	defer db.drop()
+	if err := db.subscribe(ctx, b.recv.base, 1); err != nil {
+		return err
+	}
+	rp, err := b.startWarm(ctx, db, "latency", 1)
+	if err != nil {
+		return err
+	}
+	defer rp.stop(30 * time.Second)
+	u0, err := rp.usage()
+	if err != nil {
+		return err
+	}
+	s0 := b.snapCPU(rp)
+	b.progress("%d events/s for %s", b.cfg.Rate, b.cfg.LatencyDuration)
+	res, late, err := producePaced(ctx, db.pool, b.cfg.Rate, b.cfg.LatencyDuration, 8)
+	if err != nil {
+		return err
+	}
+	if _, err := b.recv.waitReceived(ctx, len(res.samples), time.Minute); err != nil {
+		return err
+	}
+	if _, _, err := db.waitRecorded(ctx, len(res.samples)+20, time.Minute); err != nil {
+		return err
+	}
+	split := b.cpuSince(s0, rp)
+	u1, err := rp.usage()
+	if err != nil {
+		return err
+	}
+	b.notePeak(u1)
+	rep, err := b.recv.report(ctx)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(res.samples))
+	for i, s := range res.samples {
+		ids[i] = s.id
+	}
+	c, _ := check(ids, rep)
+	b.noteChecks(c.Missing, c.Duplicates)
+	created, err := createdTimes(ctx, db)
+	if err != nil {
+		return err
+	}
+	cs := make([]sample, 0, len(res.samples))
+	for _, s := range res.samples {
+		if t, ok := created[s.id]; ok {
+			cs = append(cs, sample{s.id, t})
+		}
+	}
+	b.report.Latency = &LatencyResult{
+		Rate:             b.cfg.Rate,
+		Seconds:          b.cfg.LatencyDuration.Seconds(),
+		Events:           len(ids),
+		Late:             late,
+		CommitToReceipt:  latencies(res.samples, rep),
+		CreatedToReceipt: latencies(cs, rep),
+		Check:            c,
+		Cost:             newCost(u1.CPU-u0.CPU, len(ids), u1, false),
+		CPU:              split,
+	}
+	if c.Missing > 0 {
+		return errIncomplete
+	}
+	return nil
+}
+
+func createdTimes(ctx context.Context, db *benchDB) (map[string]int64, error) {
+	rows, err := db.pool.Query(ctx, `SELECT event_id::text, (extract(epoch FROM created_at) * 1000000)::bigint FROM relay.outbox`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	m := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var us int64
+		if err := rows.Scan(&id, &us); err != nil {
+			return nil, err
+		}
+		m[id] = us * 1000
+	}
+	return m, rows.Err()
+}
+
+// FanoutResult: events × subscriptions committed at once while relay runs.
+type FanoutResult struct {
+	Events        int `json:"events"`
+	Subscriptions int `json:"subscriptions"`
+	Deliveries    int `json:"deliveries"`
+	// From the commit of the events to the last receipt, and to every
+	// delivery recorded succeeded with its attempt row.
+	ReceivedSeconds  float64  `json:"received_seconds"`
+	RecordedSeconds  float64  `json:"recorded_seconds"`
+	DeliveriesPerSec float64  `json:"deliveries_per_sec"`
+	Check            Check    `json:"check"`
+	Cost             Cost     `json:"cost"`
+	CPU              CPUSplit `json:"cpu_split"`
+}
+
+func (b *runner) fanout(ctx context.Context) error {
+	db, err := b.newDB(ctx, "fanout")
+	if err != nil {
+		return err
+	}
+	defer db.drop()
+	subs := b.cfg.FanoutSubscriptions
+	if err := db.subscribe(ctx, b.recv.base, max(subs, 2)); err != nil {
+		return err
+	}
+	if subs < 2 {
+		subs = 2
+	}
+	rp, err := b.startWarm(ctx, db, "fanout", subs)
+	if err != nil {
+		return err
+	}
+	defer rp.stop(30 * time.Second)
+	u0, err := rp.usage()
+	if err != nil {
+		return err
+	}
+	s0 := b.snapCPU(rp)
+	b.progress("%d events × %d subscriptions", b.cfg.FanoutEvents, subs)
+	ids, err := insertBulk(ctx, db.pool, b.cfg.FanoutEvents, b.cfg.FanoutEvents)
+	if err != nil {
+		return err
+	}
+	committed := time.Now()
+	want := len(ids) * subs
+	if _, err := b.recv.waitReceived(ctx, want, 5*time.Minute); err != nil {
+		return err
+	}
+	recordedAt, _, err := db.waitRecorded(ctx, want+20*subs, time.Minute)
+	if err != nil {
+		return err
+	}
+	split := b.cpuSince(s0, rp)
+	u1, err := rp.usage()
+	if err != nil {
+		return err
+	}
+	b.notePeak(u1)
+	rep, err := b.recv.report(ctx)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, want)
+	for _, id := range ids {
+		for i := 1; i <= subs; i++ {
+			keys = append(keys, id+"|/s/"+strconv.Itoa(i))
+		}
+	}
+	c, last := check(keys, rep)
+	b.noteChecks(c.Missing, c.Duplicates)
+	r := &FanoutResult{
+		Events: len(ids), Subscriptions: subs, Deliveries: want,
+		ReceivedSeconds: time.Unix(0, last).Sub(committed).Seconds(),
+		RecordedSeconds: recordedAt.Sub(committed).Seconds(),
+		Check:           c,
+		Cost:            newCost(u1.CPU-u0.CPU, want, u1, false),
+		CPU:             split,
+	}
+	r.DeliveriesPerSec = float64(want) / r.RecordedSeconds
+	b.report.Fanout = r
+	if c.Missing > 0 {
+		return errIncomplete
+	}
+	return nil
+}
+
+// OverheadResult: the same single-row inserts into relay.outbox and into a
+// plain table with the same columns, defaults, checks and indexes (not
+// published), with relay running. Phases alternate plain, capture-only
+// (relay.outbox with no subscription enabled: relay decodes and fans out
+// to nothing) and delivered (relay.outbox, every event delivered), twice.
+type OverheadResult struct {
+	Producers    int     `json:"producers"`
+	PhaseSeconds float64 `json:"phase_seconds"`
+	PlainPerSec  float64 `json:"plain_per_sec"`
+	OutboxPerSec float64 `json:"outbox_per_sec"`
+	PlainP50Ms   float64 `json:"plain_p50_ms"`
+	OutboxP50Ms  float64 `json:"outbox_p50_ms"`
+	// Ratio is plain rate / outbox rate (time per insert, outbox over
+	// plain) with every event delivered meanwhile.
+	Ratio float64 `json:"ratio"`
+	// CaptureOnly* are the same with no subscription: what the outbox
+	// table and relay's reading of the WAL cost the writer, without the
+	// deliveries' work competing for the same cores.
+	CaptureOnlyPerSec float64 `json:"capture_only_per_sec"`
+	CaptureOnlyRatio  float64 `json:"capture_only_ratio"`
+	OutboxCheck       Check   `json:"outbox_check"`
+	// CPU is where the machine's CPU went during the delivered phases,
+	// CaptureCPU during the capture-only ones.
+	CPU        CPUSplit `json:"cpu_split"`
+	CaptureCPU CPUSplit `json:"capture_cpu_split"`
+}
+
+// add sums splits of several phases.
+func (c *CPUSplit) add(o CPUSplit) {
+	c.Wall += o.Wall
+	c.Relay += o.Relay
+	c.Postgres += o.Postgres
+	c.Receiver += o.Receiver
+	c.Bench += o.Bench
+	c.Machine += o.Machine
+	c.Other += o.Other
+	for k, v := range o.PostgresBy {
+		if c.PostgresBy == nil {
+			c.PostgresBy = map[string]float64{}
+		}
+		c.PostgresBy[k] += v
+	}
+}
+
+func (b *runner) overhead(ctx context.Context) error {
+	db, err := b.newDB(ctx, "overhead")
+	if err != nil {
+		return err
+	}
+	defer db.drop()
+	if err := db.subscribe(ctx, b.recv.base, 1); err != nil {
+		return err
+	}
+	if err := withPlainTable(ctx, db.pool); err != nil {
+		return err
+	}
+	rp, err := b.startWarm(ctx, db, "overhead", 1)
+	if err != nil {
+		return err
+	}
+	defer rp.stop(30 * time.Second)
+	phase := max(b.cfg.Duration*3/10, time.Second)
+	type tally struct {
+		n    int
+		secs float64
+		durs []time.Duration
+	}
+	var plain, capture, delivered tally
+	var outboxIDs []string
+	var split, captureSplit CPUSplit
+	for _, kind := range []string{"plain", "capture", "delivered", "plain", "capture", "delivered"} {
+		table := "relay.outbox"
+		if kind == "plain" {
+			table = "public.bench_plain"
+		}
+		enabled := kind != "capture"
+		if _, err := db.pool.Exec(ctx, `UPDATE relay.subscriptions SET enabled = $1 WHERE enabled <> $1`, enabled); err != nil {
+			return err
+		}
+		b.progress("inserting into %s for %s (%s)", table, phase, kind)
+		s0 := b.snapCPU(rp)
+		res, err := produceFlat(ctx, db.pool, table, b.cfg.Producers, phase)
+		if err != nil {
+			return err
+		}
+		t := &plain
+		switch kind {
+		case "capture":
+			t = &capture
+			captureSplit.add(b.cpuSince(s0, rp))
+		case "delivered":
+			t = &delivered
+			for _, s := range res.samples {
+				outboxIDs = append(outboxIDs, s.id)
+			}
+			// Let relay finish before the next phase.
+			if _, err := b.recv.waitReceived(ctx, len(outboxIDs), 2*time.Minute); err != nil {
+				return err
+			}
+			split.add(b.cpuSince(s0, rp))
+		}
+		t.n += len(res.samples)
+		t.secs += res.elapsed.Seconds()
+		t.durs = append(t.durs, res.commits...)
+	}
+	u, err := rp.usage()
+	if err != nil {
+		return err
+	}
+	b.notePeak(u)
+	rep, err := b.recv.report(ctx)
+	if err != nil {
+		return err
+	}
+	c, _ := check(outboxIDs, rep)
+	b.noteChecks(c.Missing, c.Duplicates)
+	r := &OverheadResult{
+		Producers:         b.cfg.Producers,
+		PhaseSeconds:      phase.Seconds(),
+		PlainPerSec:       float64(plain.n) / plain.secs,
+		OutboxPerSec:      float64(delivered.n) / delivered.secs,
+		CaptureOnlyPerSec: float64(capture.n) / capture.secs,
+		PlainP50Ms:        ms(percentile(plain.durs, 0.5)),
+		OutboxP50Ms:       ms(percentile(delivered.durs, 0.5)),
+		OutboxCheck:       c,
+		CPU:               split,
+		CaptureCPU:        captureSplit,
+	}
+	r.Ratio = r.PlainPerSec / r.OutboxPerSec
+	r.CaptureOnlyRatio = r.PlainPerSec / r.CaptureOnlyPerSec
+	b.report.Overhead = r
+	if c.Missing > 0 {
+		return errIncomplete
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgoutbox/relay/internal/bench"
+)
+
+func init() {
+	register("bench", "measure relay end to end on this machine (drain, live, latency, fan-out, write overhead, cost, limits)", (*CLI).bench)
+	register("bench-receiver", "internal: the webhook receiver process of relay bench", (*CLI).benchReceiver)
+	register("bench-relay", "internal: relay run with a CPU profile, for relay bench --profile-dir", (*CLI).benchRelay)
+}
+
+func (c *CLI) bench(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("bench", "bench [--only drain,latency] [--events 50000] [--json] [--database-url URL]")
+	var cfg bench.Config
+	only := fs.String("only", "", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ",")+" (default all)")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "a postgres:// server where the role may CREATE DATABASE (each scenario gets a database, dropped after); empty starts a throwaway cluster")
+	fs.IntVar(&cfg.Events, "events", 50000, "drain: events committed while relay is stopped")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "live: how long the producers insert (write overhead runs 4 phases of 3/10 of it)")
+	fs.DurationVar(&cfg.LatencyDuration, "latency-duration", 30*time.Second, "latency: how long the fixed rate runs")
+	fs.IntVar(&cfg.Rate, "rate", 1000, "latency: events per second")
+	fs.IntVar(&cfg.FanoutEvents, "fanout-events", 1000, "fan-out: events")
+	fs.IntVar(&cfg.FanoutSubscriptions, "fanout-subs", 100, "fan-out: subscriptions matching every event")
+	fs.IntVar(&cfg.Producers, "producers", 4, "live and write overhead: inserting connections")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "relay's --concurrency")
+	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "write a CPU profile of each relay process here (go tool pprof)")
+	fs.StringVar(&cfg.RelayLogLevel, "relay-log-level", "warn", "--log-level of the relay processes")
+	fs.BoolVar(&cfg.KeepFiles, "keep", false, "keep the run's directory (relay and receiver logs, the cluster's log)")
+	asJSON := fs.Bool("json", false, "print the results as JSON instead of the table")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("bench takes no arguments (got %q)", fs.Args())
+	}
+	if *only != "" {
+		for _, s := range strings.Split(*only, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				cfg.Only = append(cfg.Only, s)
+			}
+		}
+	}
+	for _, s := range cfg.Only {
+		if !contains(bench.Scenarios, s) {
+			return usageError("--only: unknown scenario %q (want %s)", s, strings.Join(bench.Scenarios, ", "))
+		}
+	}
+	if cfg.Events <= 0 || cfg.Rate <= 0 || cfg.FanoutEvents <= 0 || cfg.FanoutSubscriptions <= 0 || cfg.Producers <= 0 ||
+		cfg.Duration <= 0 || cfg.LatencyDuration <= 0 || cfg.Concurrency <= 0 || cfg.Concurrency > 4096 {
+		return usageError("sizes, rates and durations must be positive (concurrency at most 4096)")
+	}
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	cfg.Progress = c.Stderr
+	cfg.Command = "relay bench " + strings.Join(args, " ")
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, cfg)
+	if rep != nil {
+		if *asJSON {
+			if werr := rep.WriteJSON(c.Stdout); werr != nil && err == nil {
+				err = werr
+			}
+		} else {
+			rep.WriteTable(c.Stdout)
+		}
+	}
+	return err
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *CLI) benchReceiver(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("bench-receiver", "bench-receiver [--addr 127.0.0.1:0]")
+	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return bench.ServeReceiver(ctx, *addr, c.Stdout)
+}
+
+// benchRelay is `relay run` under a CPU profile: bench-relay --cpuprofile
+// FILE -- run [flags].
+func (c *CLI) benchRelay(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("bench-relay", "bench-relay --cpuprofile FILE -- run [flags]")
+	path := fs.String("cpuprofile", "", "write a CPU profile here")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if *path == "" || len(rest) == 0 || rest[0] != "run" {
+		return usageError("want --cpuprofile FILE -- run [flags]")
+	}
+	f, err := os.Create(*path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return fmt.Errorf("starting CPU profile: %w", err)
+	}
+	err = c.run(ctx, rest[1:])
+	pprof.StopCPUProfile()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}

@@ -217,7 +217,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	a.retention = retention.New(retention.Config{Pool: a.pool, Logger: a.log, Retention: a.cfg.Retention})
+	a.retention = retention.New(retention.Config{Pool: a.pool, Logger: a.log, Retention: a.cfg.Retention, Slot: a.cfg.Slot})
 	a.retention.Start(ctx)
 
 	if a.cfg.AdminAddr != "off" {

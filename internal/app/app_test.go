@@ -1,0 +1,138 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pgoutbox/relay/internal/app"
+	"github.com/pgoutbox/relay/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestAdminAPIOnARunningRelay drives a whole relay through its admin API:
+// create a webhook, press Test (a real request to a local receiver and to a
+// refused target), deliver an event and read it back from the API and the
+// metrics.
+func TestAdminAPIOnARunningRelay(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, `UPDATE relay.settings SET allow_http = true`)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		time.Sleep(15 * time.Millisecond)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer recv.Close()
+
+	a, err := app.New(app.Config{
+		DatabaseURL: db.URL, Slot: db.Name, AdminAddr: "127.0.0.1:0", AdminToken: "op-secret-for-the-admin-api",
+		AllowCIDRs: []string{"127.0.0.0/8"}, Migrate: true, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop(context.Background())
+	base := "http://" + a.AdminAddr()
+
+	call := func(method, path, body string, out any) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer op-secret-for-the-admin-api")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if out != nil {
+			if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+				t.Fatalf("%s %s: %v", method, path, err)
+			}
+		}
+		return resp.StatusCode
+	}
+
+	var created struct {
+		ID     int64
+		Secret string
+	}
+	if code := call("POST", "/api/webhooks", fmt.Sprintf(`{"name":"local","url":%q,"events":["thread.*"]}`, recv.URL+"/hook"), &created); code != 201 || created.ID == 0 {
+		t.Fatalf("create: %d %+v", code, created)
+	}
+	var test struct {
+		Delivered  bool   `json:"delivered"`
+		StatusCode int    `json:"status_code"`
+		DurationMS int64  `json:"duration_ms"`
+		Error      string `json:"error"`
+	}
+	if code := call("POST", fmt.Sprintf("/api/webhooks/%d/test", created.ID), "", &test); code != 200 || !test.Delivered || test.StatusCode != 202 || test.DurationMS < 15 {
+		t.Fatalf("test against a local receiver: %d %+v", code, test)
+	}
+	var refused struct{ ID int64 }
+	call("POST", "/api/webhooks", `{"name":"internal","url":"http://10.20.30.40/hook","events":["x.y"]}`, &refused)
+	if refused.ID == 0 {
+		// The API refuses a private literal address outright, as it should;
+		// put one in through SQL to exercise the dial-time guard.
+		if err := db.Pool.QueryRow(context.Background(), `INSERT INTO relay.subscriptions (name, url, event_types)
+			VALUES ('internal', 'http://10.20.30.40/hook', '{x.y}') RETURNING id`).Scan(&refused.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	test.Error = ""
+	if code := call("POST", fmt.Sprintf("/api/webhooks/%d/test", refused.ID), "", &test); code != 200 || test.Delivered || !strings.Contains(test.Error, "refused") {
+		t.Fatalf("test against a refused target: %d %+v", code, test)
+	}
+
+	db.Exec(t, `SELECT relay.emit('thread.created', '{"title":"via the stream"}')`)
+	var list struct {
+		Deliveries []struct {
+			EventType string `json:"event_type"`
+			Status    string `json:"status"`
+		} `json:"deliveries"`
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		call("GET", fmt.Sprintf("/api/deliveries?webhook_id=%d&status=succeeded", created.ID), "", &list)
+		n := 0
+		for _, d := range list.Deliveries {
+			if d.EventType == "thread.created" {
+				n++
+			}
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event never listed as delivered: %+v", list)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// Three events went through the stream: two test events (each test
+	// button press goes through the outbox too) and the thread.created.
+	for _, want := range []string{`relay_delivery_attempts_total{outcome="succeeded"} 2`, `relay_events_captured_total 3`, `relay_replication_slot_active{slot="` + db.Name + `"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if resp, err := http.Get(base + "/readyz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz: %v %v", resp, err)
+	}
+}

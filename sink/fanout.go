@@ -173,9 +173,11 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 	ids := make([]string, len(events))
 	cands := make([]string, len(events))
 	byType := map[string]string{}
-	owners := make([]*string, len(events))
-	targets := make([]*int64, len(events))
-	skips := make([]*int64, len(events))
+	// Owners, targets and skips stay nil (SQL NULL, which unnest pads
+	// with NULLs) unless an event has one: encoding arrays of pointers is
+	// the dearest part of building the statement.
+	var owners []*string
+	var targets, skips []*int64
 	for i := range events {
 		ev := &events[i]
 		c, ok := byType[ev.Type]
@@ -183,8 +185,25 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 			c = eventTypeCandidates(ev.Type)
 			byType[ev.Type] = c
 		}
-		ids[i], cands[i], owners[i] = ev.EventID, c, ev.Owner
-		targets[i], skips[i] = ev.TargetSubscriptionID, ev.SkipSubscriptionID
+		ids[i], cands[i] = ev.EventID, c
+		if ev.Owner != nil {
+			if owners == nil {
+				owners = make([]*string, len(events))
+			}
+			owners[i] = ev.Owner
+		}
+		if ev.TargetSubscriptionID != nil {
+			if targets == nil {
+				targets = make([]*int64, len(events))
+			}
+			targets[i] = ev.TargetSubscriptionID
+		}
+		if ev.SkipSubscriptionID != nil {
+			if skips == nil {
+				skips = make([]*int64, len(events))
+			}
+			skips[i] = ev.SkipSubscriptionID
+		}
 	}
 	var h *handoff
 	if d := f.cfg.Dispatcher; d != nil {

@@ -147,6 +147,10 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	if len(ids) == 0 && len(requeue) == 0 {
 		return nil
 	}
+	// Columns NULL for every attempt of the batch (no error, no answer
+	// body, no retry: the common case) go as a NULL array, which unnest
+	// pads with NULLs, instead of an array of NULL pointers to encode.
+	errs, responses, retryAfters, nexts = noneIfAllNil(errs), noneIfAllNil(responses), noneIfAllNil(retryAfters), noneIfAllNil(nexts)
 	order = d.healthToWrite(order, deltas, time.Now())
 	if len(requeue) == 0 && len(order) == 0 {
 		// Only successes, on subscriptions known healthy whose health was
@@ -255,6 +259,15 @@ func (d *Dispatcher) recorded(batch []*result, attempts int) {
 			d.cfg.Observer.AttemptDone(oc, r.send.Duration)
 		}
 	}
+}
+
+func noneIfAllNil[T any](s []*T) []*T {
+	for _, p := range s {
+		if p != nil {
+			return s
+		}
+	}
+	return nil
 }
 
 func nilIfEmpty(s string) *string {

@@ -31,8 +31,9 @@ type Sender interface {
 // goroutine writes the request and reads the answer on a pooled keep-alive
 // connection itself, in one write and as few reads as the answer needs,
 // where net/http hands every request to a writer and a reader goroutine
-// per connection. On a loopback benchmark it spends about half the CPU of
-// HTTPSender per request; relay run uses it.
+// per connection. On a loopback benchmark (BenchmarkSenders) a request
+// takes a third less time than with HTTPSender, client and server
+// together, with a third of the allocations; relay run uses it.
 //
 // It keeps HTTPSender's contract and safety: every dialed address checked
 // by the guard, no proxy, no redirects followed, TLS 1.2+ with

@@ -180,8 +180,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 	a.dispatcher, err = sink.NewDispatcher(sink.DispatcherConfig{
 		Pool: a.deliveryPool,
-		// The lean HTTP/1.1 sender: the same contract as sink.HTTPSender
-		// at about half its CPU per request.
+		// The lean HTTP/1.1 sender: the same contract as sink.HTTPSender,
+		// less CPU per request (see sink.H1Sender and BENCHMARKS.md).
 		Sender:      sink.NewH1Sender(sink.SenderConfig{Guard: guard, UserAgent: a.cfg.UserAgent}),
 		Logger:      a.log,
 		Concurrency: a.cfg.Concurrency,

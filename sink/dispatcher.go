@@ -515,7 +515,10 @@ func (d *Dispatcher) claimOnce(ctx context.Context) (time.Duration, error) {
 	}
 	limit := min(free, d.cfg.ClaimBatch)
 	claimedAt := time.Now()
-	jobs, err := d.claim(ctx, limit, roomIDs, roomN)
+	// Not cancelled with ctx: a claim cancelled in flight could still commit
+	// on the server after Stop's release, leaving rows claimed by no one
+	// until their lease ends. The statement is short; let it finish.
+	jobs, err := d.claim(context.WithoutCancel(ctx), limit, roomIDs, roomN)
 	if err != nil {
 		return 0, err
 	}

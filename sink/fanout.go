@@ -275,6 +275,10 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 func (f *Fanout) insertClaiming(ctx context.Context, h *handoff, events []outbox.Event,
 	ids, cands []string, owners []*string, targets, skips []*int64) (created, pending int64, jobs []*job, err error) {
 	d := f.cfg.Dispatcher
+	// Not cancelled with ctx, for the same reason as the dispatcher's claim:
+	// rows claimed by a statement that commits after Stop would wait for
+	// their lease to end.
+	ctx = context.WithoutCancel(ctx)
 	rows, err := f.pool.Query(ctx, fanoutClaimSQL, ids, cands, owners, targets, skips, h.roomIDs, h.roomN, d.cfg.HoldPerSlot, h.free,
 		d.cfg.WorkerID, d.cfg.LeaseMargin.String())
 	if err != nil {

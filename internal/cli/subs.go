@@ -788,7 +788,7 @@ func (c *CLI) subsTest(ctx context.Context, a *subsAction, args []string) error 
 		return err
 	}
 	defer pool.Close()
-	sender := sink.NewHTTPSender(sink.SenderConfig{Guard: guard, UserAgent: "relay/" + Version})
+	sender := sink.NewH1Sender(sink.SenderConfig{Guard: guard, UserAgent: "relay/" + Version})
 	defer sender.CloseIdleConnections()
 	d, err := sink.NewDispatcher(sink.DispatcherConfig{Pool: pool, Sender: sender, Logger: zerolog.Nop()})
 	if err != nil {

@@ -206,6 +206,9 @@ func testCreateWebhook(t *testing.T, b context.Context) {
 		chromedp.Click(chromedp.ID("secret-done")),
 		chromedp.WaitNotPresent(chromedp.CSS("dialog.modal")),
 		chromedp.WaitVisible(chromedp.CSS(`tr.webhook-row`)))
+	// The list may render twice (after the create, then after the close);
+	// wait for the settled row rather than read the first paint.
+	tb.waitJS("the new row's name", `document.querySelector('tr.webhook-row .name-text')?.textContent === 'Team Slack'`)
 	if name := tb.text("tr.webhook-row .name-text"); name != "Team Slack" {
 		t.Errorf("row name = %q", name)
 	}

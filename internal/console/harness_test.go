@@ -414,7 +414,7 @@ func newTab(t *testing.T, browser context.Context, e *env, vp viewport) *tab {
 
 // stepTimeout bounds one step, so a failing wait leaves time for the
 // failure screenshot.
-const stepTimeout = 20 * time.Second
+const stepTimeout = 30 * time.Second
 
 // do runs actions and fails the test on error, naming the step.
 func (tb *tab) do(step string, actions ...chromedp.Action[chromedp.Void]) {

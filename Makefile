@@ -18,7 +18,11 @@ demo: build
 	@scripts/install-deps.sh >/dev/null
 	$(BIN) demo $(DEMO_FLAGS)
 
+# lint: gofmt, go vet, staticcheck, and go.mod/go.sum as `go mod tidy` leaves
+# them (a requirement marked // indirect that the code imports, or a missing
+# checksum, fails here rather than in someone else's build).
 lint:
+	@$(GO) mod tidy -diff >/dev/null || { echo "go mod tidy would change go.mod or go.sum:"; $(GO) mod tidy -diff; exit 1; }
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)

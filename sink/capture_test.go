@@ -20,14 +20,14 @@ import (
 
 	"github.com/pgoutbox/relay/internal/pgtest"
 	"github.com/pgoutbox/relay/outbox"
-	"github.com/pgoutbox/relay/sink"
+	"github.com/pgoutbox/relay/sink/fanout"
 )
 
 // startCapture runs the outbox stream with the real fan-out on db until the
 // test ends.
 func startCapture(t *testing.T, db *pgtest.DB, wrap func(outbox.Handler) outbox.Handler) *outbox.Stream {
 	t.Helper()
-	var h outbox.Handler = sink.NewFanout(db.Pool, sink.FanoutConfig{Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	var h outbox.Handler = fanout.New(db.Pool, fanout.Config{Logger: zerolog.New(zerolog.NewTestWriter(t))})
 	if wrap != nil {
 		h = wrap(h)
 	}
@@ -349,7 +349,7 @@ func runCrashHelper() bool {
 		fmt.Println("ERROR", err)
 		os.Exit(1)
 	}
-	fan := sink.NewFanout(pool, sink.FanoutConfig{})
+	fan := fanout.New(pool, fanout.Config{})
 	want, _ := strconv.Atoi(os.Getenv("RELAY_CRASH_EVENTS"))
 	seen := 0
 	handler := outbox.HandlerFunc(func(ctx context.Context, evs []outbox.Event) error {

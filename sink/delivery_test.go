@@ -24,7 +24,8 @@ import (
 
 	"github.com/pgoutbox/relay/internal/pgtest"
 	"github.com/pgoutbox/relay/signer"
-	"github.com/pgoutbox/relay/sink"
+	"github.com/pgoutbox/relay/sink/dispatch"
+	"github.com/pgoutbox/relay/sink/send"
 )
 
 // captured is one request a test receiver got.
@@ -69,16 +70,16 @@ func (rc *receiver) requests() []captured {
 
 // startDispatcher runs a dispatcher that may reach 127.0.0.0/8 (the test
 // receivers) on db; http:// targets are allowed through relay.settings.
-func startDispatcher(t *testing.T, db *pgtest.DB, allowCIDRs []string, mod func(*sink.DispatcherConfig)) *sink.Dispatcher {
+func startDispatcher(t *testing.T, db *pgtest.DB, allowCIDRs []string, mod func(*dispatch.Config)) *dispatch.Dispatcher {
 	t.Helper()
 	db.Exec(t, `UPDATE relay.settings SET allow_http = true`)
-	guard, err := sink.NewAddressGuard(allowCIDRs)
+	guard, err := send.NewAddressGuard(allowCIDRs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := sink.DispatcherConfig{
+	cfg := dispatch.Config{
 		Pool:         db.Pool,
-		Sender:       sink.NewHTTPSender(sink.SenderConfig{Guard: guard, UserAgent: "relay/test"}),
+		Sender:       send.New(send.Config{Guard: guard, UserAgent: "relay/test"}),
 		Logger:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
 		PollInterval: 100 * time.Millisecond,
 		Concurrency:  16,
@@ -86,7 +87,7 @@ func startDispatcher(t *testing.T, db *pgtest.DB, allowCIDRs []string, mod func(
 	if mod != nil {
 		mod(&cfg)
 	}
-	d, err := sink.NewDispatcher(cfg)
+	d, err := dispatch.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -596,7 +597,7 @@ func TestTestButton(t *testing.T) {
 	if res.Delivered || !strings.Contains(res.Error, "refused") {
 		t.Fatalf("refused target result %+v", res)
 	}
-	if _, err := d.Test(context.Background(), 999999); err != sink.ErrSubscriptionNotFound {
+	if _, err := d.Test(context.Background(), 999999); err != dispatch.ErrSubscriptionNotFound {
 		t.Fatalf("unknown subscription: %v", err)
 	}
 }

@@ -12,16 +12,17 @@ import (
 
 	"github.com/pgoutbox/relay/internal/pgtest"
 	"github.com/pgoutbox/relay/outbox"
-	"github.com/pgoutbox/relay/sink"
+	"github.com/pgoutbox/relay/sink/dispatch"
+	"github.com/pgoutbox/relay/sink/fanout"
 )
 
 // startHandoff runs a dispatcher and the stream with a fan-out that hands
 // deliveries straight to it, as relay run does.
-func startHandoff(t *testing.T, db *pgtest.DB, mod func(*sink.DispatcherConfig)) *sink.Dispatcher {
+func startHandoff(t *testing.T, db *pgtest.DB, mod func(*dispatch.Config)) *dispatch.Dispatcher {
 	t.Helper()
 	d := startDispatcher(t, db, loopback, mod)
 	startCapture(t, db, func(outbox.Handler) outbox.Handler {
-		return sink.NewFanout(db.Pool, sink.FanoutConfig{
+		return fanout.New(db.Pool, fanout.Config{
 			Logger:       zerolog.New(zerolog.NewTestWriter(t)),
 			Dispatcher:   d,
 			OnDeliveries: func(int) { d.Wake() },
@@ -72,7 +73,7 @@ func TestHandoffAndClaimDeliverExactlyOnce(t *testing.T) {
 	rc := newCountingReceiver(t, 0)
 	subscribe(t, db, nil, rc.URL+"/a", []string{"*"}, "")
 	subscribe(t, db, nil, rc.URL+"/b", []string{"order.*"}, "max_in_flight = 2")
-	startHandoff(t, db, func(c *sink.DispatcherConfig) { c.MaxHeld = 5; c.ClaimBatch = 3 })
+	startHandoff(t, db, func(c *dispatch.Config) { c.MaxHeld = 5; c.ClaimBatch = 3 })
 	db.Exec(t, `INSERT INTO relay.outbox (event_type, payload) SELECT 'order.paid', jsonb_build_object('i', i) FROM generate_series(1, 150) AS i`)
 	db.Exec(t, `SELECT relay.emit('user.created', '{}')`)
 	waitFor(t, 30*time.Second, "301 deliveries succeeded", func() bool {
@@ -130,7 +131,7 @@ func TestHeldTooLongIsHandedBack(t *testing.T) {
 	rc := newCountingReceiver(t, 30*time.Millisecond)
 	subscribe(t, db, nil, rc.URL+"/slow", []string{"*"}, "max_in_flight = 1")
 	// Held jobs must start within LeaseMargin/2 = 40ms of their claim.
-	startHandoff(t, db, func(c *sink.DispatcherConfig) { c.LeaseMargin = 80 * time.Millisecond })
+	startHandoff(t, db, func(c *dispatch.Config) { c.LeaseMargin = 80 * time.Millisecond })
 	db.Exec(t, `INSERT INTO relay.outbox (event_type, payload) SELECT 's.x', '{}' FROM generate_series(1, 12)`)
 	waitFor(t, 30*time.Second, "12 delivered", func() bool {
 		return count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE status = 'succeeded'`) == 12

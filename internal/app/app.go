@@ -21,7 +21,9 @@ import (
 	"github.com/pgoutbox/relay/internal/retention"
 	"github.com/pgoutbox/relay/migrations"
 	"github.com/pgoutbox/relay/outbox"
-	"github.com/pgoutbox/relay/sink"
+	"github.com/pgoutbox/relay/sink/dispatch"
+	"github.com/pgoutbox/relay/sink/fanout"
+	"github.com/pgoutbox/relay/sink/send"
 	"github.com/pgoutbox/relay/subscriptions"
 )
 
@@ -127,7 +129,7 @@ type App struct {
 	deliveryPool *pgxpool.Pool
 	metrics      *metrics.Metrics
 	stream       *outbox.Stream
-	dispatcher   *sink.Dispatcher
+	dispatcher   *dispatch.Dispatcher
 	retention    *retention.Job
 	admin        *admin.Server
 }
@@ -174,15 +176,13 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	guard, err := sink.NewAddressGuard(a.cfg.AllowCIDRs)
+	guard, err := send.NewAddressGuard(a.cfg.AllowCIDRs)
 	if err != nil {
 		return err
 	}
-	a.dispatcher, err = sink.NewDispatcher(sink.DispatcherConfig{
-		Pool: a.deliveryPool,
-		// The lean HTTP/1.1 sender: the same contract as sink.HTTPSender,
-		// less CPU per request (see sink.H1Sender and BENCHMARKS.md).
-		Sender:      sink.NewH1Sender(sink.SenderConfig{Guard: guard, UserAgent: a.cfg.UserAgent}),
+	a.dispatcher, err = dispatch.New(dispatch.Config{
+		Pool:        a.deliveryPool,
+		Sender:      send.New(send.Config{Guard: guard, UserAgent: a.cfg.UserAgent}),
 		Logger:      a.log,
 		Concurrency: a.cfg.Concurrency,
 		Observer:    observer{a.metrics},
@@ -196,7 +196,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 
 	// Fan-out hands fresh deliveries straight to this relay's dispatcher
 	// when it has room; what it leaves pending wakes the claim loop.
-	fan := sink.NewFanout(a.deliveryPool, sink.FanoutConfig{Logger: a.log, Dispatcher: a.dispatcher, OnDeliveries: func(int) { a.dispatcher.Wake() }})
+	fan := fanout.New(a.deliveryPool, fanout.Config{Logger: a.log, Dispatcher: a.dispatcher, OnDeliveries: func(int) { a.dispatcher.Wake() }})
 	a.stream, err = outbox.New(outbox.Config{
 		DatabaseURL: a.cfg.DatabaseURL,
 		Slot:        a.cfg.Slot,
@@ -280,7 +280,7 @@ func (a *App) AdminAddr() string {
 func (a *App) Stream() *outbox.Stream { return a.stream }
 
 // Dispatcher is the dispatcher (for tests and the demo).
-func (a *App) Dispatcher() *sink.Dispatcher { return a.dispatcher }
+func (a *App) Dispatcher() *dispatch.Dispatcher { return a.dispatcher }
 
 // Stop shuts down in order: stop reading WAL, let in-flight deliveries
 // finish until ctx ends (then cancel them), stop retention and the admin
@@ -344,12 +344,12 @@ func newDeliveryPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 }
 
 // tester adapts the dispatcher's test delivery to the admin API.
-type tester struct{ d *sink.Dispatcher }
+type tester struct{ d *dispatch.Dispatcher }
 
 func (t tester) Test(ctx context.Context, id int64) (admin.TestResult, error) {
 	r, err := t.d.Test(ctx, id)
 	if err != nil {
-		if errors.Is(err, sink.ErrSubscriptionNotFound) {
+		if errors.Is(err, dispatch.ErrSubscriptionNotFound) {
 			return admin.TestResult{}, subscriptions.ErrNotFound
 		}
 		return admin.TestResult{}, err

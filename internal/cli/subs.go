@@ -13,7 +13,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/pgoutbox/relay/sink"
+	"github.com/pgoutbox/relay/sink/dispatch"
+	"github.com/pgoutbox/relay/sink/send"
 	"github.com/pgoutbox/relay/subscriptions"
 )
 
@@ -132,7 +133,7 @@ type subView struct {
 }
 
 func newSubView(s subscriptions.Subscription) subView {
-	v := subView{Subscription: s, URL: sink.MaskURL(s.URL), Headers: map[string]string{}, RetrySchedule: []string{}}
+	v := subView{Subscription: s, URL: send.MaskURL(s.URL), Headers: map[string]string{}, RetrySchedule: []string{}}
 	for k := range s.Headers {
 		v.Headers[k] = "***"
 	}
@@ -203,7 +204,7 @@ func (c *CLI) subsList(ctx context.Context, a *subsAction, args []string) error 
 		if !s.Enabled {
 			state = "disabled"
 		}
-		t.row(s.ID, ownerText(s.Owner), truncate(s.Name, 40), sink.MaskURL(s.URL),
+		t.row(s.ID, ownerText(s.Owner), truncate(s.Name, 40), send.MaskURL(s.URL),
 			truncate(strings.Join(s.EventTypes, ","), 40), s.Format, state, s.ConsecutiveFailures)
 	}
 	return t.flush()
@@ -420,7 +421,7 @@ func (c *CLI) subsAdd(ctx context.Context, a *subsAction, args []string) error {
 		return printJSON(c.Stdout, v)
 	}
 	fmt.Fprintf(c.Stdout, "created subscription %d %q for %s\n", s.ID, s.Name, ownerText(s.Owner))
-	fmt.Fprintf(c.Stdout, "  url:    %s\n  events: %s\n", sink.MaskURL(s.URL), strings.Join(s.EventTypes, ", "))
+	fmt.Fprintf(c.Stdout, "  url:    %s\n  events: %s\n", send.MaskURL(s.URL), strings.Join(s.EventTypes, ", "))
 	fmt.Fprintf(c.Stdout, "secret: %s\n", s.Secret)
 	fmt.Fprintf(c.Stdout, "Store the secret now: it is not shown again ('relay subs rotate %d' makes a new one).\n", s.ID)
 	return nil
@@ -460,7 +461,7 @@ func (c *CLI) printSub(s subscriptions.Subscription, stats *subscriptions.Stats)
 	t.row("id:", s.ID)
 	t.row("name:", s.Name)
 	t.row("owner:", ownerText(s.Owner))
-	t.row("url:", sink.MaskURL(s.URL))
+	t.row("url:", send.MaskURL(s.URL))
 	t.row("events:", strings.Join(s.EventTypes, ", "))
 	if s.Enabled {
 		t.row("enabled:", "yes")
@@ -779,7 +780,7 @@ func (c *CLI) subsTest(ctx context.Context, a *subsAction, args []string) error 
 	if err != nil {
 		return err
 	}
-	guard, err := sink.NewAddressGuard(cidrs)
+	guard, err := send.NewAddressGuard(cidrs)
 	if err != nil {
 		return usageError("%v", err)
 	}
@@ -788,14 +789,14 @@ func (c *CLI) subsTest(ctx context.Context, a *subsAction, args []string) error 
 		return err
 	}
 	defer pool.Close()
-	sender := sink.NewH1Sender(sink.SenderConfig{Guard: guard, UserAgent: "relay/" + Version})
+	sender := send.New(send.Config{Guard: guard, UserAgent: "relay/" + Version})
 	defer sender.CloseIdleConnections()
-	d, err := sink.NewDispatcher(sink.DispatcherConfig{Pool: pool, Sender: sender, Logger: zerolog.Nop()})
+	d, err := dispatch.New(dispatch.Config{Pool: pool, Sender: sender, Logger: zerolog.Nop()})
 	if err != nil {
 		return err
 	}
 	res, err := d.Test(ctx, id)
-	if errors.Is(err, sink.ErrSubscriptionNotFound) {
+	if errors.Is(err, dispatch.ErrSubscriptionNotFound) {
 		return &ExitError{Code: 1, Err: fmt.Errorf("%s not found", subName(id))}
 	}
 	if err != nil {

@@ -32,7 +32,8 @@ import (
 	"github.com/pgoutbox/relay/internal/metrics"
 	"github.com/pgoutbox/relay/internal/pgtest"
 	"github.com/pgoutbox/relay/internal/tokens"
-	"github.com/pgoutbox/relay/sink"
+	"github.com/pgoutbox/relay/sink/dispatch"
+	"github.com/pgoutbox/relay/sink/send"
 	"github.com/pgoutbox/relay/subscriptions"
 )
 
@@ -128,12 +129,12 @@ type env struct {
 	base string // http://127.0.0.1:port
 }
 
-// dispatcherTester adapts the real sink.Dispatcher to admin.Tester.
-type dispatcherTester struct{ d *sink.Dispatcher }
+// dispatcherTester adapts the real dispatch.Dispatcher to admin.Tester.
+type dispatcherTester struct{ d *dispatch.Dispatcher }
 
 func (a dispatcherTester) Test(ctx context.Context, id int64) (admin.TestResult, error) {
 	r, err := a.d.Test(ctx, id)
-	if errors.Is(err, sink.ErrSubscriptionNotFound) {
+	if errors.Is(err, dispatch.ErrSubscriptionNotFound) {
 		return admin.TestResult{}, subscriptions.ErrNotFound
 	}
 	if err != nil {
@@ -152,11 +153,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.allowHTTP {
 		db.Exec(t, `UPDATE relay.settings SET allow_http = true`)
 	}
-	guard, err := sink.NewAddressGuard([]string{"127.0.0.0/8"})
+	guard, err := send.NewAddressGuard([]string{"127.0.0.0/8"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := sink.NewDispatcher(sink.DispatcherConfig{Pool: db.Pool, Sender: sink.NewHTTPSender(sink.SenderConfig{Guard: guard})})
+	d, err := dispatch.New(dispatch.Config{Pool: db.Pool, Sender: send.New(send.Config{Guard: guard})})
 	if err != nil {
 		t.Fatal(err)
 	}

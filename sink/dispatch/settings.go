@@ -1,26 +1,26 @@
-package sink
+package dispatch
 
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgoutbox/relay/sink/policy/window"
 )
 
 // Settings are the global switches of relay.settings, as the dispatcher
 // uses them.
 type Settings struct {
-	Gate                  Gate
+	Gate                  window.Gate
 	PausedReason          string
 	FailureAlertThreshold int
 	DisableAfter          time.Duration
 	AllowHTTP             bool
 }
 
-// LoadSettings reads relay.settings.
-func LoadSettings(ctx context.Context, pool *pgxpool.Pool) (Settings, error) {
+// loadSettings reads relay.settings.
+func loadSettings(ctx context.Context, pool *pgxpool.Pool) (Settings, error) {
 	var (
 		s                Settings
 		absence          []string
@@ -41,16 +41,16 @@ func LoadSettings(ctx context.Context, pool *pgxpool.Pool) (Settings, error) {
 		s.PausedReason = *reason
 	}
 	s.DisableAfter = time.Duration(disableAfterSecs * float64(time.Second))
-	if s.Gate.AbsenceDays, err = ParseWeekdays(absence); err != nil {
+	if s.Gate.AbsenceDays, err = window.ParseWeekdays(absence); err != nil {
 		return s, fmt.Errorf("relay.settings.absence_days: %w", err)
 	}
-	loc, err := loadLocation(zone)
+	loc, err := window.LoadLocation(zone)
 	if err != nil {
 		return s, fmt.Errorf("relay.settings.window_time_zone: %w", err)
 	}
 	s.Gate.AbsenceLocation = loc
 	if start != nil && end != nil {
-		w, err := ParseWindow(*start, *end, zone)
+		w, err := window.ParseWindow(*start, *end, zone)
 		if err != nil {
 			return s, fmt.Errorf("relay.settings window: %w", err)
 		}
@@ -59,18 +59,20 @@ func LoadSettings(ctx context.Context, pool *pgxpool.Pool) (Settings, error) {
 	return s, nil
 }
 
-var locations sync.Map // zone name → *time.Location
-
-// loadLocation caches time.LoadLocation, which reads the zone database
-// from disk on every call.
-func loadLocation(name string) (*time.Location, error) {
-	if v, ok := locations.Load(name); ok {
-		return v.(*time.Location), nil
+func (d *Dispatcher) currentSettings(ctx context.Context, force bool) (Settings, error) {
+	d.mu.Lock()
+	fresh := !force && time.Since(d.settingsAt) < 2*time.Second
+	s := d.settings
+	d.mu.Unlock()
+	if fresh {
+		return s, nil
 	}
-	loc, err := time.LoadLocation(name)
+	s, err := loadSettings(ctx, d.cfg.Pool)
 	if err != nil {
-		return nil, err
+		return s, err
 	}
-	locations.Store(name, loc)
-	return loc, nil
+	d.mu.Lock()
+	d.settings, d.settingsAt = s, time.Now()
+	d.mu.Unlock()
+	return s, nil
 }

@@ -1,14 +1,14 @@
-package sink
+package dispatch
 
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgoutbox/relay/sink/policy/window"
 	"github.com/rs/zerolog"
 )
 
@@ -34,7 +34,7 @@ type subInfo struct {
 	headers      []byte
 	timeout      time.Duration
 	schedule     []time.Duration
-	window       *Window
+	window       *window.Window
 	ignoreGlobal bool
 	maxInFlight  int
 }
@@ -107,7 +107,7 @@ func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time)
 			s.schedule[i] = time.Duration(v * float64(time.Second))
 		}
 		if ws != nil && we != nil {
-			w, err := ParseWindow(*ws, *we, zone)
+			w, err := window.ParseWindow(*ws, *we, zone)
 			if err != nil {
 				c.log.Warn().Err(err).Int64("subscription_id", s.id).Msg("ignoring unreadable delivery window")
 			} else {
@@ -154,24 +154,4 @@ func (s *subInfo) fill(j *job, now time.Time) {
 	if j.eventType == "webhook.test" {
 		j.schedule = nil // a test answers once; it is not retried
 	}
-}
-
-// eventTypeCandidates lists the patterns matching an event type, separated
-// by spaces (patterns never hold one), as relay.event_type_candidates does
-// in SQL: for a.b.c, "* a.* a.b.* a.b.c". Computing them here saves a SQL
-// function call per event in fan-out.
-func eventTypeCandidates(t string) string {
-	var b strings.Builder
-	b.Grow(2 + 2*len(t) + 8)
-	b.WriteString("*")
-	for i := 0; i < len(t); i++ {
-		if t[i] == '.' {
-			b.WriteByte(' ')
-			b.WriteString(t[:i])
-			b.WriteString(".*")
-		}
-	}
-	b.WriteByte(' ')
-	b.WriteString(t)
-	return b.String()
 }

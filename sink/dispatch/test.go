@@ -1,4 +1,4 @@
-package sink
+package dispatch
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgoutbox/relay/sink/policy/classify"
 )
 
 // ErrSubscriptionNotFound is returned by Test for an unknown subscription.
@@ -75,9 +76,9 @@ func (d *Dispatcher) Test(ctx context.Context, subscriptionID int64) (TestResult
 	if err := d.record(ctx, []*result{r}); err != nil {
 		return res, err
 	}
-	res.Delivered = r.verdict == VerdictSucceeded
-	res.StatusCode = r.send.StatusCode
-	res.DurationMS = r.send.Duration.Milliseconds()
-	res.Error = r.errText
+	res.Delivered = r.rec.Verdict == classify.VerdictSucceeded
+	res.StatusCode = r.rec.StatusCode
+	res.DurationMS = r.rec.Duration.Milliseconds()
+	res.Error = r.rec.Error
 	return res, nil
 }

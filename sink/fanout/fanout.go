@@ -1,9 +1,19 @@
-package sink
+// Package fanout turns committed outbox events into delivery rows: one per
+// matching subscription (patterns and owner scoping matched in SQL), in
+// one statement per chunk, ON CONFLICT DO NOTHING so a replayed WAL range
+// is absorbed. It is the outbox.Handler of a relay: the stream
+// acknowledges WAL only after HandleEvents returns.
+//
+// It touches PostgreSQL (it inserts deliveries, reads subscriptions) and
+// nothing of HTTP. Downstream, it may hand fresh deliveries to this
+// relay's dispatcher (dispatch.Handoff); it never sends anything itself.
+package fanout
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -12,10 +22,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pgoutbox/relay/outbox"
+	"github.com/pgoutbox/relay/sink/dispatch"
 )
 
-// FanoutConfig configures a Fanout.
-type FanoutConfig struct {
+// Config configures a Fanout.
+type Config struct {
 	Logger zerolog.Logger
 	// OnDeliveries, when set, is called after each commit that created
 	// deliveries left pending for a dispatcher to claim, with how many; the
@@ -28,7 +39,7 @@ type FanoutConfig struct {
 	// claim's round trip and re-reading the event. Deliveries of
 	// subscriptions with their own window, and any beyond its room, are
 	// left pending as without it.
-	Dispatcher *Dispatcher
+	Dispatcher *dispatch.Dispatcher
 }
 
 // Fanout turns committed outbox events into delivery rows: one per matching
@@ -36,7 +47,7 @@ type FanoutConfig struct {
 // relay: the stream acknowledges WAL only after HandleEvents returns.
 type Fanout struct {
 	pool *pgxpool.Pool
-	cfg  FanoutConfig
+	cfg  Config
 	log  zerolog.Logger
 	// perEvent is the deliveries an event made lately (×1000), which
 	// sizes the chunks of a batch.
@@ -50,8 +61,8 @@ type Fanout struct {
 // acknowledges the batch only once all have (a replay is absorbed).
 const chunkDeliveries = 2000
 
-// NewFanout returns a fan-out writer on pool.
-func NewFanout(pool *pgxpool.Pool, cfg FanoutConfig) *Fanout {
+// New returns a fan-out writer on pool.
+func New(pool *pgxpool.Pool, cfg Config) *Fanout {
 	return &Fanout{pool: pool, cfg: cfg, log: cfg.Logger.With().Str("component", "fanout").Logger()}
 }
 
@@ -205,12 +216,12 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 			skips[i] = ev.SkipSubscriptionID
 		}
 	}
-	var h *handoff
+	var h *dispatch.Handoff
 	if d := f.cfg.Dispatcher; d != nil {
-		h = d.reserveHandoff(ctx)
+		h = d.ReserveHandoff(ctx)
 	}
 	var created, pending int64
-	var jobs []*job
+	var claimed []dispatch.Claimed
 	// One statement, so one round trip: it is its own transaction, and
 	// has committed (notification included) when it returns.
 	insert := func() error {
@@ -221,7 +232,7 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 			return err
 		}
 		var err error
-		created, pending, jobs, err = f.insertClaiming(ctx, h, events, ids, cands, owners, targets, skips)
+		created, pending, claimed, err = f.insertClaiming(ctx, h, events, ids, cands, owners, targets, skips)
 		return err
 	}
 	// Logical decoding may hand over a transaction a moment before its rows
@@ -250,37 +261,34 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 	}
 	if err != nil {
 		if h != nil {
-			f.cfg.Dispatcher.cancelHandoff(h)
+			h.Cancel()
 		}
 		return 0, fmt.Errorf("inserting deliveries: %w", err)
 	}
 	if h != nil {
-		if len(jobs) == 0 {
-			f.cfg.Dispatcher.cancelHandoff(h)
-		} else if err := f.cfg.Dispatcher.acceptHandoff(ctx, h, jobs); err != nil {
+		if err := h.Accept(ctx, claimed); err != nil {
 			// The deliveries are committed and claimed: their lease runs
 			// out and they are sent then. Fan-out itself succeeded.
 			f.log.Warn().Err(err).Msg("handing deliveries to the dispatcher")
 		}
 	}
-	f.log.Debug().Int("num_events", len(events)).Int64("num_deliveries", created).Int("num_handed_over", len(jobs)).Msg("fanned out")
+	f.log.Debug().Int("num_events", len(events)).Int64("num_deliveries", created).Int("num_handed_over", len(claimed)).Msg("fanned out")
 	if pending > 0 && f.cfg.OnDeliveries != nil {
 		f.cfg.OnDeliveries(int(pending))
 	}
 	return created, nil
 }
 
-// insertClaiming runs fanoutClaimSQL and builds the jobs of the deliveries
-// it claimed from the events in memory.
-func (f *Fanout) insertClaiming(ctx context.Context, h *handoff, events []outbox.Event,
-	ids, cands []string, owners []*string, targets, skips []*int64) (created, pending int64, jobs []*job, err error) {
-	d := f.cfg.Dispatcher
+// insertClaiming runs fanoutClaimSQL and describes the deliveries it
+// claimed from the events in memory.
+func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, events []outbox.Event,
+	ids, cands []string, owners []*string, targets, skips []*int64) (created, pending int64, claimed []dispatch.Claimed, err error) {
 	// Not cancelled with ctx, for the same reason as the dispatcher's claim:
 	// rows claimed by a statement that commits after Stop would wait for
 	// their lease to end.
 	ctx = context.WithoutCancel(ctx)
-	rows, err := f.pool.Query(ctx, fanoutClaimSQL, ids, cands, owners, targets, skips, h.roomIDs, h.roomN, d.cfg.HoldPerSlot, h.free,
-		d.cfg.WorkerID, d.cfg.LeaseMargin.String())
+	rows, err := f.pool.Query(ctx, fanoutClaimSQL, ids, cands, owners, targets, skips, h.RoomIDs, h.RoomN, h.HoldPerSlot, h.Free,
+		h.WorkerID, h.Lease.String())
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -289,7 +297,6 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *handoff, events []outbox
 	for i := range events {
 		byID[events[i].EventID] = &events[i]
 	}
-	want := map[int64]time.Time{}
 	for rows.Next() {
 		var deliveryID, subID *int64
 		var eventID *string
@@ -306,24 +313,34 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *handoff, events []outbox
 		if ev == nil {
 			return 0, 0, nil, fmt.Errorf("claimed delivery %d for event %s not in the batch", *deliveryID, *eventID)
 		}
-		jobs = append(jobs, &job{
-			deliveryID: *deliveryID, subID: *subID,
-			eventID: ev.EventID, eventType: ev.Type, owner: ev.Owner, key: ev.Key,
-			payload: ev.Payload, eventHeaders: ev.Headers, eventCreatedAt: ev.CreatedAt,
+		claimed = append(claimed, dispatch.Claimed{
+			DeliveryID: *deliveryID, SubscriptionID: *subID, SubscriptionUpdatedAt: *updated,
+			EventID: ev.EventID, EventType: ev.Type, Owner: ev.Owner, Key: ev.Key,
+			Payload: ev.Payload, Headers: ev.Headers, CreatedAt: ev.CreatedAt,
 		})
-		want[*subID] = *updated
 	}
 	if err := rows.Err(); err != nil {
 		return 0, 0, nil, err
 	}
-	rows.Close()
-	// The deliveries are committed. Should their subscriptions' settings
-	// not be readable now, they stay leased to this relay and are sent
-	// when the lease ends (or released at stop): late, never lost.
-	filled, ferr := d.fillJobs(ctx, f.pool, jobs, want)
-	if ferr != nil {
-		f.log.Warn().Err(ferr).Int("num_deliveries", len(jobs)).Msg("reading subscriptions for handed-over deliveries; they will be sent when their lease ends")
-		filled = nil
+	return created, pending, claimed, nil
+}
+
+// eventTypeCandidates lists the patterns matching an event type, separated
+// by spaces (patterns never hold one), as relay.event_type_candidates does
+// in SQL: for a.b.c, "* a.* a.b.* a.b.c". Computing them here saves a SQL
+// function call per event in fan-out.
+func eventTypeCandidates(t string) string {
+	var b strings.Builder
+	b.Grow(2 + 2*len(t) + 8)
+	b.WriteString("*")
+	for i := 0; i < len(t); i++ {
+		if t[i] == '.' {
+			b.WriteByte(' ')
+			b.WriteString(t[:i])
+			b.WriteString(".*")
+		}
 	}
-	return created, pending, filled, nil
+	b.WriteByte(' ')
+	b.WriteString(t)
+	return b.String()
 }

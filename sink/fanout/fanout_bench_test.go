@@ -1,4 +1,4 @@
-package sink
+package fanout
 
 import (
 	"context"
@@ -38,7 +38,7 @@ func BenchmarkFanoutSQL(b *testing.B) {
 		FROM generate_series(1, 100) AS i`); err != nil {
 		b.Fatal(err)
 	}
-	f := NewFanout(db.Pool, FanoutConfig{Logger: zerolog.Nop()})
+	f := New(db.Pool, Config{Logger: zerolog.Nop()})
 	body := strings.Repeat("x", 420)
 	const batch = 100
 	var events, deliveries int

@@ -1,4 +1,8 @@
-package sink
+// Package format renders the body of a webhook request from an event:
+// the Standard Webhooks JSON envelope, and the Slack and Discord chat
+// messages with their message templates. It is pure: bytes in, bytes out,
+// nothing of PostgreSQL or HTTP.
+package format
 
 import (
 	"bytes"
@@ -12,14 +16,23 @@ import (
 
 // Body formats, as stored in relay.subscriptions.format.
 const (
-	FormatJSON    = "json"
-	FormatSlack   = "slack"
-	FormatDiscord = "discord"
+	JSON    = "json"
+	Slack   = "slack"
+	Discord = "discord"
 )
 
 // ErrUnknownFormat is wrapped by RenderBody for a format it does not know.
-// A delivery that hits it cannot succeed on retry.
-var ErrUnknownFormat = errors.New("unknown format")
+// A delivery that hits it cannot succeed on retry: it is permanent (see
+// classify.IsPermanent).
+var ErrUnknownFormat error = permanentError("unknown format")
+
+// permanentError is an error no retry can cure.
+type permanentError string
+
+func (e permanentError) Error() string { return string(e) }
+
+// Permanent reports true: see classify.IsPermanent.
+func (permanentError) Permanent() bool { return true }
 
 // Limits of the chat formats: Slack section text (3000), Discord content
 // (2000), embed title (256), embed description (4096), field value (1024).
@@ -69,11 +82,11 @@ type EventView struct {
 // an error wrapping ErrUnknownFormat.
 func RenderBody(format string, ev EventView, template string) ([]byte, error) {
 	switch format {
-	case FormatJSON, "":
+	case JSON, "":
 		return AppendJSONBody(make([]byte, 0, len(ev.Payload)+len(ev.EventID)+len(ev.Type)+128), ev), nil
-	case FormatSlack:
+	case Slack:
 		return renderSlack(ev, template)
-	case FormatDiscord:
+	case Discord:
 		return renderDiscord(ev, template)
 	}
 	return nil, fmt.Errorf("%w %q: want json, slack or discord", ErrUnknownFormat, format)
@@ -542,4 +555,13 @@ func renderDiscord(ev EventView, template string) ([]byte, error) {
 		AllowedMentions: discordAllowedMentions{Parse: []string{}},
 	}
 	return json.Marshal(msg)
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

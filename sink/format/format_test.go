@@ -1,13 +1,16 @@
-package sink
+package format
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgoutbox/relay/sink/policy/classify"
 )
 
 func strptr(s string) *string { return &s }
@@ -83,7 +86,7 @@ func TestRenderBodyJSONEdges(t *testing.T) {
 		},
 	}
 	for _, tc := range cases {
-		got, err := RenderBody(FormatJSON, tc.ev, "")
+		got, err := RenderBody(JSON, tc.ev, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +127,7 @@ func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
 
 func TestRenderBodySlack(t *testing.T) {
 	t.Parallel()
-	got, err := RenderBody(FormatSlack, testEvent(), "")
+	got, err := RenderBody(Slack, testEvent(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +162,7 @@ func TestRenderBodyDiscord(t *testing.T) {
 	ev := testEvent()
 	ev.Type = "message.sent"
 	ev.Payload = json.RawMessage(`{"thread_id": "t-9", "message_id": 3, "agent": "@everyone"}`)
-	got, err := RenderBody(FormatDiscord, ev, "")
+	got, err := RenderBody(Discord, ev, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +272,7 @@ func TestRenderBodyWithTemplate(t *testing.T) {
 	ev.Payload = json.RawMessage(`{"title":"a <b> & c","url":"https://app.example.com/t/7"}`)
 	tmpl := "*{{title}}* — <{{url}}|open> ({{type}})"
 
-	slack, err := RenderBody(FormatSlack, ev, tmpl)
+	slack, err := RenderBody(Slack, ev, tmpl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +282,7 @@ func TestRenderBodyWithTemplate(t *testing.T) {
 		t.Errorf("slack text = %q, want %q", m["text"], want)
 	}
 
-	discord, err := RenderBody(FormatDiscord, ev, tmpl)
+	discord, err := RenderBody(Discord, ev, tmpl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,11 +297,11 @@ func TestRenderBodyLimits(t *testing.T) {
 	t.Parallel()
 	ev := testEvent()
 	ev.Payload = json.RawMessage(`{"title":"` + strings.Repeat("é", 5000) + `"}`)
-	slack, _ := RenderBody(FormatSlack, ev, "")
+	slack, _ := RenderBody(Slack, ev, "")
 	if n := utf8.RuneCountInString(decodeObject(t, slack)["text"].(string)); n != slackTextLimit {
 		t.Errorf("slack text is %d characters, want %d", n, slackTextLimit)
 	}
-	discord, _ := RenderBody(FormatDiscord, ev, "")
+	discord, _ := RenderBody(Discord, ev, "")
 	m := decodeObject(t, discord)
 	if n := utf8.RuneCountInString(m["content"].(string)); n != discordContentLimit {
 		t.Errorf("discord content is %d characters, want %d", n, discordContentLimit)
@@ -310,6 +313,10 @@ func TestRenderBodyUnknownFormat(t *testing.T) {
 	_, err := RenderBody("xml", testEvent(), "")
 	if !errors.Is(err, ErrUnknownFormat) || !strings.Contains(err.Error(), `"xml"`) {
 		t.Errorf("err = %v", err)
+	}
+	// No retry renders it: the attempt fails at once.
+	if v := classify.Classify(0, fmt.Errorf("rendering xml body: %w", err)); v != classify.VerdictFail {
+		t.Errorf("Classify(unknown format) = %v, want failed", v)
 	}
 }
 
@@ -347,7 +354,7 @@ func BenchmarkRenderBodyJSON(b *testing.B) {
 	b.SetBytes(int64(len(payload)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := RenderBody(FormatJSON, ev, ""); err != nil {
+		if _, err := RenderBody(JSON, ev, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -357,7 +364,7 @@ func BenchmarkRenderBodySlack(b *testing.B) {
 	ev := testEvent()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := RenderBody(FormatSlack, ev, ""); err != nil {
+		if _, err := RenderBody(Slack, ev, ""); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,13 +1,101 @@
-package sink
+// Package record writes what dispatch did: one relay.delivery_attempts row
+// per attempt, the delivery moved on (succeeded, pending with its next
+// attempt, or failed), the subscription's health, the failing and
+// disabled alerts it raises, and deliveries handed back unsent. A batch
+// of attempts is one statement in the common case, one transaction
+// otherwise.
+//
+// It touches PostgreSQL (the deliveries this relay holds, attempts,
+// subscriptions' health, alert events in the outbox) and nothing of HTTP;
+// it imports only the classification policy of the sink.
+package record
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/pgoutbox/relay/sink/policy/classify"
 )
+
+// Attempt is one finished attempt of a delivery this relay holds.
+type Attempt struct {
+	DeliveryID, SubscriptionID int64
+	// Attempt numbers it, 1 for the first attempt of the delivery.
+	Attempt   int
+	StartedAt time.Time
+	Duration  time.Duration
+	// StatusCode is the receiver's status, 0 when none was received.
+	StatusCode int
+	Verdict    classify.Verdict
+	// Status is the delivery's status after the attempt: "succeeded",
+	// "pending" (with NextAt) or "failed".
+	Status string
+	NextAt *time.Time
+	// Error, Response and RetryAfter are stored as NULL when empty.
+	Error      string
+	Response   string
+	RetryAfter string
+}
+
+// Outcome is the attempt's outcome column: "succeeded", "retry" (another
+// attempt is scheduled) or "failed".
+func (a *Attempt) Outcome() string {
+	switch {
+	case a.Verdict == classify.VerdictSucceeded:
+		return "succeeded"
+	case a.Verdict == classify.VerdictRetry && a.Status == "pending":
+		return "retry"
+	}
+	return "failed"
+}
+
+// Policy holds the relay-wide settings that health follows.
+type Policy struct {
+	// FailureAlertThreshold is how many consecutive failed deliveries
+	// raise relay.subscription.failing (once per failing streak).
+	FailureAlertThreshold int
+	// DisableAfter disables a subscription failing continuously for
+	// longer; 0 never does.
+	DisableAfter time.Duration
+}
+
+// Config configures a Recorder.
+type Config struct {
+	Pool *pgxpool.Pool
+	// WorkerID is the locked_by of the deliveries this relay holds: only
+	// those are moved on.
+	WorkerID string
+	Logger   zerolog.Logger
+	// Policy gives the current Policy; it is asked only for batches that
+	// write health (a failure, or a subscription not written lately).
+	Policy func(context.Context) (Policy, error)
+	// Now is the clock of disable-after (default time.Now).
+	Now func() time.Time
+}
+
+// Recorder records batches of attempts. It is safe for concurrent use.
+type Recorder struct {
+	cfg Config
+	log zerolog.Logger
+
+	healthMu sync.Mutex
+	health   map[int64]healthMark
+}
+
+// New returns a Recorder.
+func New(cfg Config) *Recorder {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Recorder{cfg: cfg, log: cfg.Logger}
+}
 
 // recordAttemptsSQL inserts the attempts and moves their deliveries on, in
 // one statement for the whole batch. The update only touches deliveries this
@@ -70,7 +158,12 @@ type healthDelta struct {
 	goneError     string
 }
 
-func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
+// Record writes attempts and hands back (to pending, unsent and due) the
+// deliveries in handBack, in one go: one statement when the batch holds
+// only successes of subscriptions whose health was written lately, one
+// transaction otherwise. Deliveries this relay no longer holds (their
+// lease expired and another relay took them) are left alone.
+func (r *Recorder) Record(ctx context.Context, batch []Attempt, handBack []int64) error {
 	n := len(batch)
 	ids := make([]int64, 0, n)
 	attempts := make([]int32, 0, n)
@@ -85,48 +178,34 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	nexts := make([]*time.Time, 0, n)
 	deltas := map[int64]*healthDelta{}
 	var order []int64
-	var requeue []int64
-	for _, r := range batch {
-		if r.released {
-			continue
-		}
-		if r.requeue {
-			requeue = append(requeue, r.job.deliveryID)
-			continue
-		}
-		ids = append(ids, r.job.deliveryID)
-		attempts = append(attempts, int32(r.attempt))
-		started = append(started, r.startedAt)
-		durations = append(durations, int32(r.send.Duration.Milliseconds()))
-		if r.send.StatusCode != 0 {
-			c := int32(r.send.StatusCode)
+	requeue := handBack
+	for i := range batch {
+		a := &batch[i]
+		ids = append(ids, a.DeliveryID)
+		attempts = append(attempts, int32(a.Attempt))
+		started = append(started, a.StartedAt)
+		durations = append(durations, int32(a.Duration.Milliseconds()))
+		if a.StatusCode != 0 {
+			c := int32(a.StatusCode)
 			codes = append(codes, &c)
 		} else {
 			codes = append(codes, nil)
 		}
-		outcome := "failed"
-		switch r.verdict {
-		case VerdictSucceeded:
-			outcome = "succeeded"
-		case VerdictRetry:
-			if r.status == "pending" {
-				outcome = "retry"
-			}
-		}
+		outcome := a.Outcome()
 		outcomes = append(outcomes, outcome)
-		errs = append(errs, nilIfEmpty(r.errText))
-		responses = append(responses, nilIfEmpty(r.send.ResponseBody))
-		retryAfters = append(retryAfters, nilIfEmpty(r.retryAfter))
-		statuses = append(statuses, r.status)
-		nexts = append(nexts, r.nextAt)
+		errs = append(errs, nilIfEmpty(a.Error))
+		responses = append(responses, nilIfEmpty(a.Response))
+		retryAfters = append(retryAfters, nilIfEmpty(a.RetryAfter))
+		statuses = append(statuses, a.Status)
+		nexts = append(nexts, a.NextAt)
 
-		h := deltas[r.job.subID]
+		h := deltas[a.SubscriptionID]
 		if h == nil {
 			h = &healthDelta{}
-			deltas[r.job.subID] = h
-			order = append(order, r.job.subID)
+			deltas[a.SubscriptionID] = h
+			order = append(order, a.SubscriptionID)
 		}
-		at := r.startedAt
+		at := a.StartedAt
 		if outcome == "succeeded" {
 			*h = healthDelta{reset: true, lastSuccessAt: &at, lastFailureAt: h.lastFailureAt, lastError: h.lastError, gone: h.gone, goneError: h.goneError}
 		} else {
@@ -134,12 +213,12 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 				h.failingFrom = &at
 			}
 			h.lastFailureAt = &at
-			e := r.errText
+			e := a.Error
 			h.lastError = &e
 			if outcome == "failed" {
 				h.fails++
 			}
-			if r.verdict == VerdictGone {
+			if a.Verdict == classify.VerdictGone {
 				h.gone, h.goneError = true, e
 			}
 		}
@@ -151,29 +230,31 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	// body, no retry: the common case) go as a NULL array, which unnest
 	// pads with NULLs, instead of an array of NULL pointers to encode.
 	errs, responses, retryAfters, nexts = noneIfAllNil(errs), noneIfAllNil(responses), noneIfAllNil(retryAfters), noneIfAllNil(nexts)
-	order = d.healthToWrite(order, deltas, time.Now())
+	order = r.healthToWrite(order, deltas, time.Now())
 	if len(requeue) == 0 && len(order) == 0 {
 		// Only successes, on subscriptions known healthy whose health was
 		// written less than a second ago: one statement, its own
 		// transaction, one round trip.
-		if _, err := d.cfg.Pool.Exec(ctx, recordAttemptsSQL, ids, attempts, started, durations, codes, outcomes, errs, responses,
-			retryAfters, statuses, nexts, d.cfg.WorkerID); err != nil {
+		if _, err := r.cfg.Pool.Exec(ctx, recordAttemptsSQL, ids, attempts, started, durations, codes, outcomes, errs, responses,
+			retryAfters, statuses, nexts, r.cfg.WorkerID); err != nil {
 			return fmt.Errorf("recording attempts: %w", err)
 		}
-		d.recorded(batch, len(ids))
 		return nil
 	}
-	settings, err := d.currentSettings(ctx, false)
-	if err != nil {
-		return err
+	var policy Policy
+	if len(order) > 0 {
+		var err error
+		if policy, err = r.cfg.Policy(ctx); err != nil {
+			return err
+		}
 	}
-	err = pgx.BeginFunc(ctx, d.cfg.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
 		if len(requeue) > 0 {
 			// Held too long to start: back to pending, unsent and due, for
 			// whichever relay claims it next.
 			if _, err := tx.Exec(ctx, `
 				UPDATE relay.deliveries SET status = 'pending', locked_until = NULL, locked_by = NULL
-				WHERE id = ANY($1) AND locked_by = $2`, requeue, d.cfg.WorkerID); err != nil {
+				WHERE id = ANY($1) AND locked_by = $2`, requeue, r.cfg.WorkerID); err != nil {
 				return fmt.Errorf("handing back deliveries held too long: %w", err)
 			}
 		}
@@ -181,18 +262,17 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 			return nil
 		}
 		if _, err := tx.Exec(ctx, recordAttemptsSQL, ids, attempts, started, durations, codes, outcomes, errs, responses,
-			retryAfters, statuses, nexts, d.cfg.WorkerID); err != nil {
+			retryAfters, statuses, nexts, r.cfg.WorkerID); err != nil {
 			return fmt.Errorf("recording attempts: %w", err)
 		}
-		return d.updateHealth(ctx, tx, order, deltas, settings)
+		return r.updateHealth(ctx, tx, order, deltas, policy)
 	})
 	if err != nil {
 		return err
 	}
 	if len(requeue) > 0 {
-		d.log.Debug().Int("num_deliveries", len(requeue)).Msg("handed back deliveries held too long to start")
+		r.log.Debug().Int("num_deliveries", len(requeue)).Msg("handed back deliveries held too long to start")
 	}
-	d.recorded(batch, len(ids))
 	return nil
 }
 
@@ -210,14 +290,14 @@ type healthMark struct {
 // healthToWrite drops from order the subscriptions whose batch holds only
 // successes and whose health, written less than healthWriteEvery ago, was
 // healthy: their row would not change but for last_success_at.
-func (d *Dispatcher) healthToWrite(order []int64, deltas map[int64]*healthDelta, now time.Time) []int64 {
-	d.healthMu.Lock()
-	defer d.healthMu.Unlock()
+func (r *Recorder) healthToWrite(order []int64, deltas map[int64]*healthDelta, now time.Time) []int64 {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
 	kept := order[:0]
 	for _, id := range order {
 		h := deltas[id]
 		successOnly := h.reset && h.fails == 0 && h.failingFrom == nil && h.lastFailureAt == nil && !h.gone
-		if m, ok := d.health[id]; successOnly && ok && m.healthy && now.Sub(m.written) < healthWriteEvery {
+		if m, ok := r.health[id]; successOnly && ok && m.healthy && now.Sub(m.written) < healthWriteEvery {
 			continue
 		}
 		kept = append(kept, id)
@@ -225,38 +305,18 @@ func (d *Dispatcher) healthToWrite(order []int64, deltas map[int64]*healthDelta,
 	return kept
 }
 
-func (d *Dispatcher) noteHealth(id int64, healthy bool, now time.Time) {
-	d.healthMu.Lock()
-	defer d.healthMu.Unlock()
-	if d.health == nil {
-		d.health = map[int64]healthMark{}
+func (r *Recorder) noteHealth(id int64, healthy bool, now time.Time) {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	if r.health == nil {
+		r.health = map[int64]healthMark{}
 	}
-	d.health[id] = healthMark{healthy: healthy, written: now}
-	if len(d.health) > 1024 {
-		for k, m := range d.health {
+	r.health[id] = healthMark{healthy: healthy, written: now}
+	if len(r.health) > 1024 {
+		for k, m := range r.health {
 			if now.Sub(m.written) > time.Minute {
-				delete(d.health, k)
+				delete(r.health, k)
 			}
-		}
-	}
-}
-
-// recorded counts a committed batch and tells the observer.
-func (d *Dispatcher) recorded(batch []*result, attempts int) {
-	d.attempts.Add(int64(attempts))
-	if d.cfg.Observer != nil {
-		for _, r := range batch {
-			if r.released || r.requeue {
-				continue
-			}
-			oc := "failed"
-			if r.verdict == VerdictSucceeded {
-				oc = "succeeded"
-				d.cfg.Observer.Delivered(time.Since(r.job.eventCreatedAt))
-			} else if r.status == "pending" {
-				oc = "retry"
-			}
-			d.cfg.Observer.AttemptDone(oc, r.send.Duration)
 		}
 	}
 }
@@ -279,8 +339,8 @@ func nilIfEmpty(s string) *string {
 
 // updateHealth records per-subscription health, raises the failing alert
 // once per failing streak, and disables subscriptions that answered 410 or
-// have failed continuously for longer than settings.DisableAfter.
-func (d *Dispatcher) updateHealth(ctx context.Context, tx pgx.Tx, order []int64, deltas map[int64]*healthDelta, settings Settings) error {
+// have failed continuously for longer than policy.DisableAfter.
+func (r *Recorder) updateHealth(ctx context.Context, tx pgx.Tx, order []int64, deltas map[int64]*healthDelta, policy Policy) error {
 	n := len(order)
 	if n == 0 {
 		return nil
@@ -324,15 +384,15 @@ func (d *Dispatcher) updateHealth(ctx context.Context, tx pgx.Tx, order []int64,
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	now := d.cfg.Now()
+	now := r.cfg.Now()
 	wrote := time.Now()
 	for _, h := range hs {
-		d.noteHealth(h.id, h.consecutive == 0 && h.failingSince == nil && !h.alerted, wrote)
+		r.noteHealth(h.id, h.consecutive == 0 && h.failingSince == nil && !h.alerted, wrote)
 		lastError := ""
 		if h.lastError != nil {
 			lastError = *h.lastError
 		}
-		if h.consecutive >= settings.FailureAlertThreshold && !h.alerted {
+		if h.consecutive >= policy.FailureAlertThreshold && !h.alerted {
 			payload := map[string]any{
 				"subscription_id": h.id, "subscription_name": h.name,
 				"consecutive_failures": h.consecutive, "last_error": lastError,
@@ -343,15 +403,15 @@ func (d *Dispatcher) updateHealth(ctx context.Context, tx pgx.Tx, order []int64,
 			if _, err := tx.Exec(ctx, `UPDATE relay.subscriptions SET alerted_at = now() WHERE id = $1`, h.id); err != nil {
 				return err
 			}
-			d.log.Warn().Int64("subscription_id", h.id).Int("consecutive_failures", h.consecutive).Msg("subscription is failing; alert emitted")
+			r.log.Warn().Int64("subscription_id", h.id).Int("consecutive_failures", h.consecutive).Msg("subscription is failing; alert emitted")
 		}
 		reason := ""
 		switch {
 		case deltas[h.id].gone:
 			reason = "endpoint answered 410 Gone: " + deltas[h.id].goneError
-		case h.failingSince != nil && settings.DisableAfter > 0 && now.Sub(*h.failingSince) > settings.DisableAfter:
+		case h.failingSince != nil && policy.DisableAfter > 0 && now.Sub(*h.failingSince) > policy.DisableAfter:
 			reason = fmt.Sprintf("failing continuously since %s (longer than %s): %s",
-				h.failingSince.UTC().Format(time.RFC3339), settings.DisableAfter, lastError)
+				h.failingSince.UTC().Format(time.RFC3339), policy.DisableAfter, lastError)
 		}
 		if reason != "" && h.enabled {
 			if _, err := tx.Exec(ctx, `UPDATE relay.subscriptions SET enabled = false, disabled_reason = $2 WHERE id = $1`, h.id, reason); err != nil {
@@ -361,7 +421,7 @@ func (d *Dispatcher) updateHealth(ctx context.Context, tx pgx.Tx, order []int64,
 			if err := emitAlert(ctx, tx, "relay.subscription.disabled", h.owner, h.id, payload); err != nil {
 				return err
 			}
-			d.log.Warn().Int64("subscription_id", h.id).Str("reason", reason).Msg("subscription disabled")
+			r.log.Warn().Int64("subscription_id", h.id).Str("reason", reason).Msg("subscription disabled")
 		}
 	}
 	return nil

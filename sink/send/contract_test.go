@@ -1,4 +1,4 @@
-package sink
+package send
 
 import (
 	"bufio"
@@ -16,12 +16,13 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgoutbox/relay/sink/policy/classify"
 )
 
-// bothSenders returns HTTPSender (the reference) and H1Sender configured
-// alike, with loopback allowed unless strict: every test below must give
-// the same result with both.
-func bothSenders(t *testing.T, cfg SenderConfig, strict bool) map[string]Sender {
+// testSender returns a sender with loopback allowed unless strict, closed
+// when the test ends.
+func testSender(t *testing.T, cfg Config, strict bool) *Sender {
 	t.Helper()
 	var allow []string
 	if !strict {
@@ -32,14 +33,12 @@ func bothSenders(t *testing.T, cfg SenderConfig, strict bool) map[string]Sender 
 		t.Fatal(err)
 	}
 	cfg.Guard = g
-	out := map[string]Sender{"net/http": NewHTTPSender(cfg), "h1": NewH1Sender(cfg)}
-	for _, s := range out {
-		t.Cleanup(s.CloseIdleConnections)
-	}
-	return out
+	s := New(cfg)
+	t.Cleanup(s.CloseIdleConnections)
+	return s
 }
 
-func TestH1SenderMatchesHTTPSender(t *testing.T) {
+func TestSenderContract(t *testing.T) {
 	t.Parallel()
 	type seen struct {
 		method, uri, body string
@@ -87,79 +86,77 @@ func TestH1SenderMatchesHTTPSender(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
-	for name, s := range bothSenders(t, SenderConfig{UserAgent: "relay/test"}, false) {
-		h := http.Header{}
-		h.Set("webhook-id", "evt_1")
-		h["x-lower-case"] = []string{"kept"}
-		res := s.Send(context.Background(), SendRequest{URL: srv.URL + "/seen?token=s", Body: []byte(`{"id":"evt_1"}`), Header: h, AllowHTTP: true})
-		if res.Err != nil || res.StatusCode != 200 || res.ResponseBody != `{"received":true}` || res.Duration <= 0 {
-			t.Fatalf("%s: Send = %+v", name, res)
-		}
-		r := <-got
-		if r.method != "POST" || r.uri != "/seen?token=s" || r.body != `{"id":"evt_1"}` || r.header.Get("Webhook-Id") != "evt_1" ||
-			r.header.Get("X-Lower-Case") != "kept" || r.header.Get("Content-Type") != "application/json" ||
-			r.header.Get("User-Agent") != "relay/test" || r.header.Get("Accept-Encoding") != "" {
-			t.Errorf("%s: receiver saw %+v", name, r)
-		}
+	s := testSender(t, Config{UserAgent: "relay/test"}, false)
+	h := http.Header{}
+	h.Set("webhook-id", "evt_1")
+	h["x-lower-case"] = []string{"kept"}
+	res := s.Send(context.Background(), Request{URL: srv.URL + "/seen?token=s", Body: []byte(`{"id":"evt_1"}`), Header: h, AllowHTTP: true})
+	if res.Err != nil || res.StatusCode != 200 || res.ResponseBody != `{"received":true}` || res.Duration <= 0 {
+		t.Fatalf("Send = %+v", res)
+	}
+	r := <-got
+	if r.method != "POST" || r.uri != "/seen?token=s" || r.body != `{"id":"evt_1"}` || r.header.Get("Webhook-Id") != "evt_1" ||
+		r.header.Get("X-Lower-Case") != "kept" || r.header.Get("Content-Type") != "application/json" ||
+		r.header.Get("User-Agent") != "relay/test" || r.header.Get("Accept-Encoding") != "" {
+		t.Errorf("receiver saw %+v", r)
+	}
 
-		for _, code := range []int{200, 202, 204, 301, 400, 404, 410, 429, 500, 503} {
-			res := s.Send(context.Background(), SendRequest{URL: fmt.Sprintf("%s/code/%d", srv.URL, code), AllowHTTP: true})
-			if res.StatusCode != code || res.Err != nil {
-				t.Errorf("%s %d: Send = %+v", name, code, res)
-			}
+	for _, code := range []int{200, 202, 204, 301, 400, 404, 410, 429, 500, 503} {
+		res := s.Send(context.Background(), Request{URL: fmt.Sprintf("%s/code/%d", srv.URL, code), AllowHTTP: true})
+		if res.StatusCode != code || res.Err != nil {
+			t.Errorf("%d: Send = %+v", code, res)
 		}
-		if res := s.Send(context.Background(), SendRequest{URL: srv.URL + "/redirect", AllowHTTP: true}); res.StatusCode != 301 || res.Err != nil {
-			t.Errorf("%s redirect: Send = %+v", name, res)
+	}
+	if res := s.Send(context.Background(), Request{URL: srv.URL + "/redirect", AllowHTTP: true}); res.StatusCode != 301 || res.Err != nil {
+		t.Errorf("redirect: Send = %+v", res)
+	}
+	if res := s.Send(context.Background(), Request{URL: srv.URL + "/retry-after", AllowHTTP: true}); res.StatusCode != 429 || res.RetryAfter != "120" {
+		t.Errorf("retry-after: Send = %+v", res)
+	}
+	for path, want := range map[string]string{
+		"/big": strings.Repeat("é", ResponseKeepChars), "/huge": strings.Repeat("a", ResponseKeepChars),
+		"/chunked": "part part part ", "/nul": "a\uFFFDb\uFFFDc",
+	} {
+		res := s.Send(context.Background(), Request{URL: srv.URL + path, AllowHTTP: true})
+		if res.Err != nil || res.ResponseBody != want || !utf8.ValidString(res.ResponseBody) {
+			t.Errorf("%s: kept %d characters, err %v", path, utf8.RuneCountInString(res.ResponseBody), res.Err)
 		}
-		if res := s.Send(context.Background(), SendRequest{URL: srv.URL + "/retry-after", AllowHTTP: true}); res.StatusCode != 429 || res.RetryAfter != "120" {
-			t.Errorf("%s retry-after: Send = %+v", name, res)
+	}
+	res = s.Send(context.Background(), Request{URL: srv.URL + "/hangup?token=secret", AllowHTTP: true})
+	if res.Err == nil || res.StatusCode != 0 || strings.Contains(res.Err.Error(), "secret") || classify.Classify(res.StatusCode, res.Err) != classify.VerdictRetry {
+		t.Errorf("hangup: Send = %+v", res)
+	}
+	res = s.Send(context.Background(), Request{URL: srv.URL + "/slow", Timeout: 100 * time.Millisecond, AllowHTTP: true})
+	if res.Err == nil || res.Err.Error() != "timeout after 100ms" || !errors.Is(res.Err, context.DeadlineExceeded) || res.Duration < 50*time.Millisecond {
+		t.Errorf("timeout: Send = %+v", res)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if res := s.Send(ctx, Request{URL: srv.URL + "/seen", AllowHTTP: true}); res.Err == nil || res.Err.Error() != "canceled" || !errors.Is(res.Err, context.Canceled) {
+		t.Errorf("canceled: Send = %+v", res)
+	}
+	for _, u := range []string{srv.URL + "/x?token=secret", "ftp://files.example.com/x"} {
+		if res := s.Send(context.Background(), Request{URL: u}); !errors.Is(res.Err, ErrHTTPSRequired) || strings.Contains(res.Err.Error(), "secret") {
+			t.Errorf("%s: err %v, want ErrHTTPSRequired", u, res.Err)
 		}
-		for path, want := range map[string]string{
-			"/big": strings.Repeat("é", ResponseKeepChars), "/huge": strings.Repeat("a", ResponseKeepChars),
-			"/chunked": "part part part ", "/nul": "a\uFFFDb\uFFFDc",
-		} {
-			res := s.Send(context.Background(), SendRequest{URL: srv.URL + path, AllowHTTP: true})
-			if res.Err != nil || res.ResponseBody != want || !utf8.ValidString(res.ResponseBody) {
-				t.Errorf("%s %s: kept %d characters, err %v", name, path, utf8.RuneCountInString(res.ResponseBody), res.Err)
-			}
-		}
-		res = s.Send(context.Background(), SendRequest{URL: srv.URL + "/hangup?token=secret", AllowHTTP: true})
-		if res.Err == nil || res.StatusCode != 0 || strings.Contains(res.Err.Error(), "secret") || Classify(res.StatusCode, res.Err) != VerdictRetry {
-			t.Errorf("%s hangup: Send = %+v", name, res)
-		}
-		res = s.Send(context.Background(), SendRequest{URL: srv.URL + "/slow", Timeout: 100 * time.Millisecond, AllowHTTP: true})
-		if res.Err == nil || res.Err.Error() != "timeout after 100ms" || !errors.Is(res.Err, context.DeadlineExceeded) || res.Duration < 50*time.Millisecond {
-			t.Errorf("%s timeout: Send = %+v", name, res)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		if res := s.Send(ctx, SendRequest{URL: srv.URL + "/seen", AllowHTTP: true}); res.Err == nil || res.Err.Error() != "canceled" || !errors.Is(res.Err, context.Canceled) {
-			t.Errorf("%s canceled: Send = %+v", name, res)
-		}
-		for _, u := range []string{srv.URL + "/x?token=secret", "ftp://files.example.com/x"} {
-			if res := s.Send(context.Background(), SendRequest{URL: u}); !errors.Is(res.Err, ErrHTTPSRequired) || strings.Contains(res.Err.Error(), "secret") {
-				t.Errorf("%s %s: err %v, want ErrHTTPSRequired", name, u, res.Err)
-			}
-		}
-		for _, u := range []string{"https://exa mple.com/x?token=secret", "https:///no-host?token=secret", "https://:443/x", "%zz"} {
-			if res := s.Send(context.Background(), SendRequest{URL: u}); !errors.Is(res.Err, ErrInvalidURL) || strings.Contains(res.Err.Error(), "secret") {
-				t.Errorf("%s %q: err %v, want ErrInvalidURL", name, u, res.Err)
-			}
+	}
+	for _, u := range []string{"https://exa mple.com/x?token=secret", "https:///no-host?token=secret", "https://:443/x", "%zz"} {
+		if res := s.Send(context.Background(), Request{URL: u}); !errors.Is(res.Err, ErrInvalidURL) || strings.Contains(res.Err.Error(), "secret") {
+			t.Errorf("%q: err %v, want ErrInvalidURL", u, res.Err)
 		}
 	}
 }
 
-func TestH1SenderRefusals(t *testing.T) {
+func TestSenderRefusals(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(srv.Close)
-	for name, s := range bothSenders(t, SenderConfig{}, true) {
-		for _, u := range []string{srv.URL + "/x?token=secret", strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/x"} {
-			res := s.Send(context.Background(), SendRequest{URL: u, AllowHTTP: true})
-			var fe *ForbiddenAddressError
-			if !errors.As(res.Err, &fe) || fe.Class != ClassLoopback || !strings.HasPrefix(res.Err.Error(), "address 127.0.0.1 is loopback; refused") {
-				t.Errorf("%s %s: err %v, want a loopback refusal", name, u, res.Err)
-			}
+	s := testSender(t, Config{}, true)
+	for _, u := range []string{srv.URL + "/x?token=secret", strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/x"} {
+		res := s.Send(context.Background(), Request{URL: u, AllowHTTP: true})
+		var fe *ForbiddenAddressError
+		if !errors.As(res.Err, &fe) || fe.Class != ClassLoopback || !strings.HasPrefix(res.Err.Error(), "address 127.0.0.1 is loopback; refused") {
+			t.Errorf("%s: err %v, want a loopback refusal", u, res.Err)
 		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -168,19 +165,18 @@ func TestH1SenderRefusals(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	for name, s := range bothSenders(t, SenderConfig{}, false) {
-		if res := s.Send(context.Background(), SendRequest{URL: "http://" + addr + "/x", AllowHTTP: true}); res.Err == nil || res.Err.Error() != "connection refused" {
-			t.Errorf("%s: Send = %+v, want connection refused", name, res)
-		}
-		// A header that would smuggle in another is refused, not sent.
-		h := http.Header{"X-Evil": {"a\r\nX-Injected: 1"}}
-		if res := s.Send(context.Background(), SendRequest{URL: srv.URL, Header: h, AllowHTTP: true}); res.Err == nil || res.StatusCode != 0 {
-			t.Errorf("%s: header injection sent: %+v", name, res)
-		}
+	s = testSender(t, Config{}, false)
+	if res := s.Send(context.Background(), Request{URL: "http://" + addr + "/x", AllowHTTP: true}); res.Err == nil || res.Err.Error() != "connection refused" {
+		t.Errorf("Send = %+v, want connection refused", res)
+	}
+	// A header that would smuggle in another is refused, not sent.
+	h := http.Header{"X-Evil": {"a\r\nX-Injected: 1"}}
+	if res := s.Send(context.Background(), Request{URL: srv.URL, Header: h, AllowHTTP: true}); res.Err == nil || res.StatusCode != 0 {
+		t.Errorf("header injection sent: %+v", res)
 	}
 }
 
-func TestH1SenderTLS(t *testing.T) {
+func TestSenderTLSAndPlainMismatch(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "secure")
@@ -192,25 +188,23 @@ func TestH1SenderTLS(t *testing.T) {
 	pool.AddCert(srv.Certificate())
 	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(plain.Close)
-	for name, s := range bothSenders(t, SenderConfig{RootCAs: pool}, false) {
-		for range 3 {
-			if res := s.Send(context.Background(), SendRequest{URL: srv.URL}); res.Err != nil || res.StatusCode != 200 || res.ResponseBody != "secure" {
-				t.Fatalf("%s trusted: Send = %+v", name, res)
-			}
-		}
-		res := s.Send(context.Background(), SendRequest{URL: strings.Replace(plain.URL, "http://", "https://", 1)})
-		if res.Err == nil || !strings.Contains(res.Err.Error(), "HTTP response to HTTPS client") {
-			t.Errorf("%s plain: Send = %+v", name, res)
+	s := testSender(t, Config{RootCAs: pool}, false)
+	for range 3 {
+		if res := s.Send(context.Background(), Request{URL: srv.URL}); res.Err != nil || res.StatusCode != 200 || res.ResponseBody != "secure" {
+			t.Fatalf("trusted: Send = %+v", res)
 		}
 	}
-	for name, s := range bothSenders(t, SenderConfig{}, false) {
-		if res := s.Send(context.Background(), SendRequest{URL: srv.URL}); res.Err == nil || !strings.Contains(res.Err.Error(), "tls: failed to verify certificate") {
-			t.Errorf("%s untrusted: Send = %+v", name, res)
-		}
+	res := s.Send(context.Background(), Request{URL: strings.Replace(plain.URL, "http://", "https://", 1)})
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "HTTP response to HTTPS client") {
+		t.Errorf("plain: Send = %+v", res)
+	}
+	untrusting := testSender(t, Config{}, false)
+	if res := untrusting.Send(context.Background(), Request{URL: srv.URL}); res.Err == nil || !strings.Contains(res.Err.Error(), "tls: failed to verify certificate") {
+		t.Errorf("untrusted: Send = %+v", res)
 	}
 }
 
-func TestH1SenderReusesAndRecovers(t *testing.T) {
+func TestSenderReusesAndRecovers(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
@@ -236,15 +230,15 @@ func TestH1SenderReusesAndRecovers(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(conns) }
-	s := NewH1Sender(SenderConfig{Guard: mustGuard(t)})
+	s := New(Config{Guard: mustGuard(t)})
 	t.Cleanup(s.CloseIdleConnections)
 	for range 20 {
-		if res := s.Send(context.Background(), SendRequest{URL: srv.URL, Body: []byte(`{}`), AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 {
+		if res := s.Send(context.Background(), Request{URL: srv.URL, Body: []byte(`{}`), AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 {
 			t.Fatalf("Send = %+v", res)
 		}
 	}
 	for range 3 {
-		if res := s.Send(context.Background(), SendRequest{URL: srv.URL + "/chunked-trailer", AllowHTTP: true}); res.Err != nil || res.ResponseBody != "body" {
+		if res := s.Send(context.Background(), Request{URL: srv.URL + "/chunked-trailer", AllowHTTP: true}); res.Err != nil || res.ResponseBody != "body" {
 			t.Fatalf("trailer: Send = %+v", res)
 		}
 	}
@@ -254,14 +248,14 @@ func TestH1SenderReusesAndRecovers(t *testing.T) {
 	// The server closes its idle connections: the next send notices on the
 	// reused one and goes again on a new one.
 	srv.CloseClientConnections()
-	if res := s.Send(context.Background(), SendRequest{URL: srv.URL, AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 {
+	if res := s.Send(context.Background(), Request{URL: srv.URL, AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 {
 		t.Fatalf("after the server closed idle connections: Send = %+v", res)
 	}
-	if res := s.Send(context.Background(), SendRequest{URL: srv.URL + "/close", AllowHTTP: true}); res.Err != nil {
+	if res := s.Send(context.Background(), Request{URL: srv.URL + "/close", AllowHTTP: true}); res.Err != nil {
 		t.Fatalf("Connection: close: Send = %+v", res)
 	}
 	before := count()
-	if res := s.Send(context.Background(), SendRequest{URL: srv.URL, AllowHTTP: true}); res.Err != nil {
+	if res := s.Send(context.Background(), Request{URL: srv.URL, AllowHTTP: true}); res.Err != nil {
 		t.Fatalf("Send = %+v", res)
 	}
 	if count() != before+1 {
@@ -269,7 +263,7 @@ func TestH1SenderReusesAndRecovers(t *testing.T) {
 	}
 }
 
-func TestH1SenderInterimAndHTTP10(t *testing.T) {
+func TestSenderInterimAndHTTP10(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -298,13 +292,13 @@ func TestH1SenderInterimAndHTTP10(t *testing.T) {
 			}()
 		}
 	}()
-	s := NewH1Sender(SenderConfig{Guard: mustGuard(t)})
+	s := New(Config{Guard: mustGuard(t)})
 	t.Cleanup(s.CloseIdleConnections)
 	base := "http://" + ln.Addr().String()
-	if res := s.Send(context.Background(), SendRequest{URL: base + "/interim", AllowHTTP: true}); res.Err != nil || res.StatusCode != 202 || res.ResponseBody != "ok" {
+	if res := s.Send(context.Background(), Request{URL: base + "/interim", AllowHTTP: true}); res.Err != nil || res.StatusCode != 202 || res.ResponseBody != "ok" {
 		t.Errorf("interim: Send = %+v", res)
 	}
-	if res := s.Send(context.Background(), SendRequest{URL: base + "/old", AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 || res.ResponseBody != "close-delimited" || res.RetryAfter != "5" {
+	if res := s.Send(context.Background(), Request{URL: base + "/old", AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 || res.ResponseBody != "close-delimited" || res.RetryAfter != "5" {
 		t.Errorf("HTTP/1.0: Send = %+v", res)
 	}
 }
@@ -318,9 +312,9 @@ func mustGuard(t *testing.T) *AddressGuard {
 	return g
 }
 
-// BenchmarkSenders measures one request on a kept-alive loopback
-// connection with each sender (the receiver answers 204 at once).
-func BenchmarkSenders(b *testing.B) {
+// BenchmarkSender measures one request on a kept-alive loopback
+// connection (the receiver answers 204 at once).
+func BenchmarkSender(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusNoContent)
@@ -328,19 +322,16 @@ func BenchmarkSenders(b *testing.B) {
 	defer srv.Close()
 	g, _ := NewAddressGuard([]string{"127.0.0.0/8"})
 	body := []byte(strings.Repeat("x", 700))
-	for name, s := range map[string]Sender{"net-http": NewHTTPSender(SenderConfig{Guard: g}), "h1": NewH1Sender(SenderConfig{Guard: g})} {
-		b.Run(name, func(b *testing.B) {
+	s := New(Config{Guard: g})
+	defer s.CloseIdleConnections()
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
 			h := http.Header{"Webhook-Id": {"evt"}, "Webhook-Signature": {"v1,abc"}}
-			b.ReportAllocs()
-			b.SetParallelism(4)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if res := s.Send(context.Background(), SendRequest{URL: srv.URL + "/hook", Body: body, Header: h, AllowHTTP: true}); res.StatusCode != 204 {
-						b.Fatalf("Send = %+v", res)
-					}
-				}
-			})
-		})
-		s.CloseIdleConnections()
-	}
+			if res := s.Send(context.Background(), Request{URL: srv.URL + "/hook", Body: body, Header: h, AllowHTTP: true}); res.StatusCode != 204 {
+				b.Fatalf("Send = %+v", res)
+			}
+		}
+	})
 }

@@ -1,7 +1,6 @@
-package sink
+package send
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -11,7 +10,7 @@ import (
 // ErrForbiddenAddress is matched (with errors.Is) by every *ForbiddenAddressError.
 // Callers branch on it to fail a delivery at once instead of retrying it: a
 // refused destination stays refused until an operator changes the allow list.
-var ErrForbiddenAddress = errors.New("forbidden address")
+var ErrForbiddenAddress error = refusal("forbidden address")
 
 // Address classes reported in ForbiddenAddressError.Class.
 const (
@@ -59,6 +58,10 @@ func (e *ForbiddenAddressError) Error() string {
 	b.WriteString("; refused (allow it with --allow-cidr)")
 	return b.String()
 }
+
+// Permanent reports true (see classify.IsPermanent): a refused
+// destination stays refused until an operator changes the allow list.
+func (e *ForbiddenAddressError) Permanent() bool { return true }
 
 // Is makes errors.Is(err, ErrForbiddenAddress) true.
 func (e *ForbiddenAddressError) Is(target error) bool { return target == ErrForbiddenAddress }

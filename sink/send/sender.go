@@ -1,7 +1,12 @@
-// Package sink delivers outbox events to webhook endpoints: the HTTP sender
-// and its SSRF guard, the classification of answers, the retry schedule,
-// delivery windows, body formats, and (in other files) fan-out and dispatch.
-package sink
+// Package send is the HTTP client of the sink: it POSTs one webhook
+// attempt and reports the answer (status, kept body, Retry-After) or the
+// transport failure, in words fit for the error column. It is built on
+// net/http's Transport, with the AddressGuard in its dialer so every
+// address dialed is checked after name resolution.
+//
+// It may touch the network (and only through the guard); it knows nothing
+// of PostgreSQL, deliveries or retries, and imports no other sink package.
+package send
 
 import (
 	"bytes"
@@ -14,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,7 +28,7 @@ import (
 
 // Sender defaults.
 const (
-	// DefaultTimeout is the per-request timeout when SendRequest.Timeout is
+	// DefaultTimeout is the per-request timeout when Request.Timeout is
 	// zero; it matches the SQL default timeout_ms of 10000.
 	DefaultTimeout = 10 * time.Second
 	// DefaultDialTimeout bounds the TCP connect, within the request timeout.
@@ -30,29 +36,42 @@ const (
 	// DefaultMaxResponseBytes is how much of a response body is read
 	// (and drained, so the connection can be reused) at most.
 	DefaultMaxResponseBytes = 64 << 10
+	// MaxResponseHeaderBytes bounds an answer's status line and headers:
+	// a hostile receiver cannot make the relay buffer megabytes of them.
+	MaxResponseHeaderBytes = 64 << 10
 	// ResponseKeepChars is how many characters of a response body are kept
-	// in SendResult.ResponseBody (the response_body column).
+	// in Result.ResponseBody (the response_body column).
 	ResponseKeepChars = 1000
 	// DefaultMaxIdleConnsPerHost is the idle keep-alive pool per host: a few
 	// busy endpoints receive most of the traffic.
 	DefaultMaxIdleConnsPerHost = 64
-	// DefaultUserAgent is sent when SenderConfig.UserAgent is empty.
+	// DefaultUserAgent is sent when Config.UserAgent is empty.
 	DefaultUserAgent = "relay"
 
 	maxRetryAfterHeader = 256
 )
 
+// refusal is the error of a request refused before it is sent. It is
+// permanent (classify.IsPermanent): the same request would be refused
+// again, so the attempt fails at once instead of being retried.
+type refusal string
+
+func (e refusal) Error() string { return string(e) }
+
+// Permanent reports true: no retry can cure a refusal.
+func (refusal) Permanent() bool { return true }
+
 var (
 	// ErrHTTPSRequired is returned (wrapped, with the URL masked) for a
 	// URL whose scheme is not https when the request does not allow http.
-	ErrHTTPSRequired = errors.New("https required")
+	ErrHTTPSRequired error = refusal("https required")
 	// ErrInvalidURL is returned (wrapped, with the URL masked) for a URL that
 	// cannot be sent to at all.
-	ErrInvalidURL = errors.New("invalid URL")
+	ErrInvalidURL error = refusal("invalid URL")
 )
 
-// SenderConfig configures an HTTPSender. The zero value is usable.
-type SenderConfig struct {
+// Config configures a Sender. The zero value is usable.
+type Config struct {
 	// Guard checks every address dialed. Nil means a guard with no allow
 	// list: loopback, private and other internal addresses are all refused.
 	Guard *AddressGuard
@@ -75,17 +94,17 @@ type SenderConfig struct {
 	RootCAs *x509.CertPool
 }
 
-// HTTPSender POSTs webhook bodies. It is safe for concurrent use and should
+// Sender POSTs webhook bodies. It is safe for concurrent use and should
 // be shared: it owns a pool of keep-alive connections.
-type HTTPSender struct {
+type Sender struct {
 	client     *http.Client
 	transport  *http.Transport
-	userAgent  string
+	userAgent  []string
 	maxRead    int64
 	defaultTTL time.Duration
 }
 
-// NewHTTPSender returns a sender that:
+// New returns a sender that:
 //
 //   - checks every dialed address with cfg.Guard (as net.Dialer.Control, so
 //     after DNS resolution, for each address tried);
@@ -93,9 +112,14 @@ type HTTPSender struct {
 //     bypass the guard);
 //   - never follows redirects (a 3xx is returned as the answer);
 //   - verifies TLS certificates, TLS 1.2 at least;
-//   - speaks HTTP/1.1 with a keep-alive pool of MaxIdleConnsPerHost
-//     connections per host, and no compression (bodies are read as sent).
-func NewHTTPSender(cfg SenderConfig) *HTTPSender {
+//   - speaks HTTP/2 with a receiver that offers it over TLS (ALPN), and
+//     HTTP/1.1 otherwise, with a keep-alive pool of MaxIdleConnsPerHost
+//     connections per host, and no compression (bodies are read as sent);
+//   - sends a request that failed on a reused keep-alive connection before
+//     any answer arrived (the receiver closed it, or restarted) again at
+//     once on another connection, ending on a fresh one, so a receiver's
+//     restart costs no delivery a retry interval (see Send).
+func New(cfg Config) *Sender {
 	guard := cfg.Guard
 	if guard == nil {
 		guard = &AddressGuard{}
@@ -121,21 +145,25 @@ func NewHTTPSender(cfg SenderConfig) *HTTPSender {
 		KeepAlive: 30 * time.Second,
 		Control:   guard.Control,
 	}
+	// HTTP/1.1 always, HTTP/2 where the receiver offers it in the TLS
+	// handshake. Setting the protocols is needed: with our own dialer and
+	// TLS configuration the Transport would otherwise stay on HTTP/1.1.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
 	transport := &http.Transport{
-		Proxy:               nil,
-		DialContext:         dialer.DialContext,
-		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
-		TLSHandshakeTimeout: 10 * time.Second,
-		MaxIdleConns:        idle * 16,
-		MaxIdleConnsPerHost: idle,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
-		// Response headers are bounded too: a hostile receiver cannot make
-		// us buffer megabytes of headers.
-		MaxResponseHeaderBytes: 64 << 10,
+		Proxy:                  nil,
+		DialContext:            dialer.DialContext,
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
+		TLSHandshakeTimeout:    10 * time.Second,
+		MaxIdleConns:           idle * 16,
+		MaxIdleConnsPerHost:    idle,
+		IdleConnTimeout:        90 * time.Second,
+		DisableCompression:     true,
+		Protocols:              &protocols,
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
 	}
-	return &HTTPSender{
+	return &Sender{
 		client: &http.Client{
 			Transport: transport,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -143,24 +171,25 @@ func NewHTTPSender(cfg SenderConfig) *HTTPSender {
 			},
 		},
 		transport:  transport,
-		userAgent:  ua,
+		userAgent:  []string{ua},
 		maxRead:    int64(maxRead),
 		defaultTTL: DefaultTimeout,
 	}
 }
 
 // CloseIdleConnections closes the idle keep-alive connections, for shutdown.
-func (s *HTTPSender) CloseIdleConnections() { s.transport.CloseIdleConnections() }
+func (s *Sender) CloseIdleConnections() { s.transport.CloseIdleConnections() }
 
-// SendRequest is one delivery attempt.
-type SendRequest struct {
+// Request is one delivery attempt.
+type Request struct {
 	// URL is the subscription's endpoint.
 	URL string
 	// Body is sent as is.
 	Body []byte
 	// Header holds the webhook headers (signatures, ids, custom headers).
-	// content-type defaults to application/json and user-agent to the
-	// sender's when absent.
+	// content-type defaults to application/json and
+	// user-agent to the sender's when absent. Send takes the map over and
+	// may add to it: the caller must not use it again.
 	Header http.Header
 	// Timeout bounds the whole attempt: connect, TLS, request, response
 	// headers and reading the body. 0 means DefaultTimeout.
@@ -169,8 +198,8 @@ type SendRequest struct {
 	AllowHTTP bool
 }
 
-// SendResult is the outcome of one attempt, ready to be recorded.
-type SendResult struct {
+// Result is the outcome of one attempt, ready to be recorded.
+type Result struct {
 	// StatusCode is the response status, 0 when none was received.
 	StatusCode int
 	// Duration is measured from just before the request is sent until the
@@ -180,7 +209,8 @@ type SendResult struct {
 	// made valid UTF-8 and free of NUL bytes so it fits a Postgres text
 	// column.
 	ResponseBody string
-	// RetryAfter is the raw Retry-After header, if any (see ParseRetryAfter).
+	// RetryAfter is the raw Retry-After header, if any (see
+	// retry.ParseRetryAfter), cut at 256 characters.
 	RetryAfter string
 	// Err is set only when no status was received: a refused URL or
 	// address, a timeout, a connection or TLS failure. Its message is meant
@@ -188,29 +218,56 @@ type SendResult struct {
 	Err error
 }
 
+// ErrorText is what the error column records of r: Err's message, or for
+// an answer other than 2xx its status ("HTTP 503 Service Unavailable");
+// empty for a success.
+func (r Result) ErrorText() string {
+	if r.Err != nil {
+		return r.Err.Error()
+	}
+	if r.StatusCode >= 200 && r.StatusCode <= 299 {
+		return ""
+	}
+	text := "HTTP " + strconv.Itoa(r.StatusCode)
+	if t := http.StatusText(r.StatusCode); t != "" {
+		text += " " + t
+	}
+	return text
+}
+
+// idempotent marks a request as safe to send again: a key present with no
+// value, which net/http reads as "idempotent" and never writes on the wire.
+// Webhook deliveries are at-least-once by design (receivers de-duplicate
+// on webhook-id), so a request that failed on a reused keep-alive
+// connection before any byte of an answer came back (the receiver had
+// closed it, or restarted) is sent again at once on another connection;
+// the Transport stops after a failure on a fresh connection, which is
+// then the attempt's error.
+const idempotencyKey = "Idempotency-Key"
+
 // Send POSTs r.Body to r.URL and reports what happened. A result has either
 // a status or an error, never both: once a status was received, a failure
 // to read the body only shortens ResponseBody.
-func (s *HTTPSender) Send(ctx context.Context, r SendRequest) SendResult {
+func (s *Sender) Send(ctx context.Context, r Request) Result {
 	u, err := url.Parse(r.URL)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return SendResult{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
+		return Result{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
 	}
 	switch u.Scheme {
 	case "https":
 	case "http":
 		if !r.AllowHTTP {
-			return SendResult{Err: fmt.Errorf("%w: refusing %s (http is allowed only with allow_http)", ErrHTTPSRequired, MaskURL(r.URL))}
+			return Result{Err: fmt.Errorf("%w: refusing %s (http is allowed only with allow_http)", ErrHTTPSRequired, MaskURL(r.URL))}
 		}
 	default:
-		return SendResult{Err: fmt.Errorf("%w: refusing %s", ErrHTTPSRequired, MaskURL(r.URL))}
+		return Result{Err: fmt.Errorf("%w: refusing %s", ErrHTTPSRequired, MaskURL(r.URL))}
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return SendResult{Err: fmt.Errorf("%w %s: no host", ErrInvalidURL, MaskURL(r.URL))}
+		return Result{Err: fmt.Errorf("%w %s: no host", ErrInvalidURL, MaskURL(r.URL))}
 	}
 
 	timeout := r.Timeout
@@ -222,39 +279,55 @@ func (s *HTTPSender) Send(ctx context.Context, r SendRequest) SendResult {
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(r.Body))
 	if err != nil {
-		return SendResult{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
+		return Result{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
 	}
-	for k, vs := range r.Header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
+	h := r.Header
+	if h == nil {
+		h = make(http.Header, 4)
+	}
+	for k, vs := range h {
+		// Keys the caller spelt otherwise join their canonical form, as
+		// Header.Add would have put them (a key added while ranging is
+		// canonical already, so seeing it is harmless).
+		if ck := http.CanonicalHeaderKey(k); ck != k {
+			delete(h, k)
+			h[ck] = append(h[ck], vs...)
 		}
 	}
-	if req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/json")
+	if len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = contentTypeJSON
 	}
-	if req.Header.Get("User-Agent") == "" {
-		req.Header.Set("User-Agent", s.userAgent)
+	if len(h["User-Agent"]) == 0 {
+		h["User-Agent"] = s.userAgent
 	}
+	if _, ok := h[idempotencyKey]; !ok {
+		h[idempotencyKey] = nil
+	}
+	req.Header = h
 
 	start := time.Now()
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return SendResult{Duration: time.Since(start), Err: describeTransportError(ctx, err, timeout)}
+		return Result{Duration: time.Since(start), Err: describeTransportError(ctx, err, timeout)}
 	}
 	body := s.readBody(resp.Body)
-	res := SendResult{
+	res := Result{
 		StatusCode:   resp.StatusCode,
 		Duration:     time.Since(start),
 		ResponseBody: body,
-		RetryAfter:   truncateRunes(cleanText(resp.Header.Get("Retry-After")), maxRetryAfterHeader),
+	}
+	if ra := resp.Header["Retry-After"]; len(ra) > 0 {
+		res.RetryAfter = truncateKeep(cleanText(ra[0]), maxRetryAfterHeader)
 	}
 	return res
 }
 
+var contentTypeJSON = []string{"application/json"}
+
 // readBody keeps the first ResponseKeepChars characters of the body and
 // drains the rest up to maxRead bytes in all, then closes it. A body read
 // to its end returns its connection to the pool.
-func (s *HTTPSender) readBody(rc io.ReadCloser) string {
+func (s *Sender) readBody(rc io.ReadCloser) string {
 	defer rc.Close()
 	keepBytes := int64(ResponseKeepChars * utf8.UTFMax)
 	if keepBytes > s.maxRead {

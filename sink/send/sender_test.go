@@ -1,4 +1,4 @@
-package sink
+package send
 
 import (
 	"context"
@@ -16,29 +16,32 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgoutbox/relay/sink/policy/classify"
+	"github.com/pgoutbox/relay/sink/policy/retry"
 )
 
 // loopbackSender can reach receivers on 127.0.0.1, as tests need.
-func loopbackSender(t *testing.T, cfg SenderConfig) *HTTPSender {
+func loopbackSender(t *testing.T, cfg Config) *Sender {
 	t.Helper()
 	g, err := NewAddressGuard([]string{"127.0.0.0/8"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Guard = g
-	s := NewHTTPSender(cfg)
+	s := New(cfg)
 	t.Cleanup(s.CloseIdleConnections)
 	return s
 }
 
 // strictSender has no allow list: loopback is refused.
-func strictSender(t *testing.T) *HTTPSender {
+func strictSender(t *testing.T) *Sender {
 	t.Helper()
 	g, err := NewAddressGuard(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewHTTPSender(SenderConfig{Guard: g})
+	s := New(Config{Guard: g})
 	t.Cleanup(s.CloseIdleConnections)
 	return s
 }
@@ -69,12 +72,12 @@ func TestSendDelivers(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = io.WriteString(w, `{"received":true}`)
 	})
-	s := loopbackSender(t, SenderConfig{UserAgent: "relay/test"})
+	s := loopbackSender(t, Config{UserAgent: "relay/test"})
 	h := http.Header{}
 	h.Set("webhook-id", "evt_1")
 	h["x-lower-case"] = []string{"kept"}
 	h["content-type"] = []string{"application/json; charset=utf-8"}
-	res := s.Send(context.Background(), SendRequest{
+	res := s.Send(context.Background(), Request{
 		URL:       srv.URL + "/hooks/abc?token=s",
 		Body:      []byte(`{"id":"evt_1"}`),
 		Header:    h,
@@ -87,7 +90,7 @@ func TestSendDelivers(t *testing.T) {
 	if res.ResponseBody != `{"received":true}` || res.Duration <= 0 || res.RetryAfter != "" {
 		t.Errorf("result = %+v", res)
 	}
-	if v := Classify(res.StatusCode, res.Err); v != VerdictSucceeded {
+	if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictSucceeded {
 		t.Errorf("verdict = %v", v)
 	}
 	r := <-got
@@ -111,7 +114,7 @@ func TestSendDefaultHeaders(t *testing.T) {
 	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		got <- r.Header.Clone()
 	})
-	res := loopbackSender(t, SenderConfig{}).Send(context.Background(), SendRequest{URL: srv.URL, Body: []byte(`{}`), AllowHTTP: true})
+	res := loopbackSender(t, Config{}).Send(context.Background(), Request{URL: srv.URL, Body: []byte(`{}`), AllowHTTP: true})
 	if res.Err != nil || res.StatusCode != 200 {
 		t.Fatalf("Send = %+v", res)
 	}
@@ -128,17 +131,17 @@ func TestSendStatusVerdicts(t *testing.T) {
 		_, _ = fmt.Sscanf(r.URL.Path, "/%d", &code)
 		w.WriteHeader(code)
 	})
-	s := loopbackSender(t, SenderConfig{})
-	for code, want := range map[int]Verdict{
-		200: VerdictSucceeded, 202: VerdictSucceeded, 204: VerdictSucceeded,
-		301: VerdictFail, 400: VerdictFail, 404: VerdictFail, 410: VerdictGone,
-		408: VerdictRetry, 425: VerdictRetry, 429: VerdictRetry, 500: VerdictRetry, 503: VerdictRetry,
+	s := loopbackSender(t, Config{})
+	for code, want := range map[int]classify.Verdict{
+		200: classify.VerdictSucceeded, 202: classify.VerdictSucceeded, 204: classify.VerdictSucceeded,
+		301: classify.VerdictFail, 400: classify.VerdictFail, 404: classify.VerdictFail, 410: classify.VerdictGone,
+		408: classify.VerdictRetry, 425: classify.VerdictRetry, 429: classify.VerdictRetry, 500: classify.VerdictRetry, 503: classify.VerdictRetry,
 	} {
-		res := s.Send(context.Background(), SendRequest{URL: fmt.Sprintf("%s/%d", srv.URL, code), AllowHTTP: true})
+		res := s.Send(context.Background(), Request{URL: fmt.Sprintf("%s/%d", srv.URL, code), AllowHTTP: true})
 		if res.StatusCode != code || res.Err != nil {
 			t.Errorf("%d: Send = %+v", code, res)
 		}
-		if v := Classify(res.StatusCode, res.Err); v != want {
+		if v := classify.Classify(res.StatusCode, res.Err); v != want {
 			t.Errorf("%d: verdict %v, want %v", code, v, want)
 		}
 	}
@@ -152,7 +155,7 @@ func TestSendRefusesLoopbackAtDial(t *testing.T) {
 		srv.URL + "/x?token=secret",
 		strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/x?token=secret", // a name resolving to loopback
 	} {
-		res := s.Send(context.Background(), SendRequest{URL: u, AllowHTTP: true})
+		res := s.Send(context.Background(), Request{URL: u, AllowHTTP: true})
 		var fe *ForbiddenAddressError
 		if !errors.As(res.Err, &fe) || !errors.Is(res.Err, ErrForbiddenAddress) {
 			t.Fatalf("%s: Send err = %v, want *ForbiddenAddressError", u, res.Err)
@@ -164,7 +167,7 @@ func TestSendRefusesLoopbackAtDial(t *testing.T) {
 		if !strings.HasPrefix(msg, "address 127.0.0.1 is loopback; refused") || strings.Contains(msg, "secret") {
 			t.Errorf("%s: message %q", u, msg)
 		}
-		if v := Classify(res.StatusCode, res.Err); v != VerdictFail {
+		if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictFail {
 			t.Errorf("%s: verdict %v, want failed", u, v)
 		}
 	}
@@ -179,14 +182,14 @@ func TestSendDoesNotFollowRedirects(t *testing.T) {
 	origin, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, target.URL+"/x", http.StatusMovedPermanently)
 	})
-	res := loopbackSender(t, SenderConfig{}).Send(context.Background(), SendRequest{URL: origin.URL, Body: []byte(`{}`), AllowHTTP: true})
+	res := loopbackSender(t, Config{}).Send(context.Background(), Request{URL: origin.URL, Body: []byte(`{}`), AllowHTTP: true})
 	if res.Err != nil || res.StatusCode != http.StatusMovedPermanently {
 		t.Fatalf("Send = %+v, want 301", res)
 	}
 	if n := targetHits.Load(); n != 0 {
 		t.Errorf("redirect target got %d requests, want 0", n)
 	}
-	if v := Classify(res.StatusCode, res.Err); v != VerdictFail {
+	if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictFail {
 		t.Errorf("verdict %v, want failed", v)
 	}
 }
@@ -201,7 +204,7 @@ func TestSendTimeout(t *testing.T) {
 		}
 	})
 	t.Cleanup(func() { close(release) }) // runs before srv.Close
-	res := loopbackSender(t, SenderConfig{}).Send(context.Background(), SendRequest{
+	res := loopbackSender(t, Config{}).Send(context.Background(), Request{
 		URL: srv.URL + "/slow?token=secret", Timeout: 100 * time.Millisecond, AllowHTTP: true,
 	})
 	if res.Err == nil || res.Err.Error() != "timeout after 100ms" {
@@ -213,7 +216,7 @@ func TestSendTimeout(t *testing.T) {
 	if res.StatusCode != 0 || res.Duration < 50*time.Millisecond {
 		t.Errorf("result %+v", res)
 	}
-	if v := Classify(res.StatusCode, res.Err); v != VerdictRetry {
+	if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictRetry {
 		t.Errorf("verdict %v, want retry", v)
 	}
 }
@@ -223,7 +226,7 @@ func TestSendParentCanceled(t *testing.T) {
 	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	res := loopbackSender(t, SenderConfig{}).Send(ctx, SendRequest{URL: srv.URL, AllowHTTP: true})
+	res := loopbackSender(t, Config{}).Send(ctx, Request{URL: srv.URL, AllowHTTP: true})
 	if res.Err == nil || res.Err.Error() != "canceled" || !errors.Is(res.Err, context.Canceled) {
 		t.Errorf("Send = %+v, want canceled", res)
 	}
@@ -237,11 +240,11 @@ func TestSendConnectionRefused(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	res := loopbackSender(t, SenderConfig{}).Send(context.Background(), SendRequest{URL: "http://" + addr + "/x?token=secret", AllowHTTP: true})
+	res := loopbackSender(t, Config{}).Send(context.Background(), Request{URL: "http://" + addr + "/x?token=secret", AllowHTTP: true})
 	if res.Err == nil || res.Err.Error() != "connection refused" {
 		t.Fatalf("Send = %+v, want connection refused", res)
 	}
-	if v := Classify(res.StatusCode, res.Err); v != VerdictRetry {
+	if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictRetry {
 		t.Errorf("verdict %v, want retry", v)
 	}
 }
@@ -254,12 +257,12 @@ func TestSendConnectionClosedWithoutResponse(t *testing.T) {
 			conn.Close()
 		}
 	})
-	res := loopbackSender(t, SenderConfig{}).Send(context.Background(), SendRequest{URL: srv.URL + "/?token=secret", AllowHTTP: true})
+	res := loopbackSender(t, Config{}).Send(context.Background(), Request{URL: srv.URL + "/?token=secret", AllowHTTP: true})
 	if res.Err == nil || res.StatusCode != 0 || strings.Contains(res.Err.Error(), "secret") {
 		t.Fatalf("Send = %+v", res)
 	}
 	t.Logf("error recorded: %v", res.Err)
-	if v := Classify(res.StatusCode, res.Err); v != VerdictRetry {
+	if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictRetry {
 		t.Errorf("verdict %v, want retry", v)
 	}
 }
@@ -280,7 +283,7 @@ func TestSendTruncatesResponse(t *testing.T) {
 			w.WriteHeader(http.StatusBadRequest)
 			_, _ = io.WriteString(w, tc.body)
 		})
-		res := loopbackSender(t, SenderConfig{}).Send(context.Background(), SendRequest{URL: srv.URL, AllowHTTP: true})
+		res := loopbackSender(t, Config{}).Send(context.Background(), Request{URL: srv.URL, AllowHTTP: true})
 		if res.Err != nil || res.StatusCode != 400 {
 			t.Fatalf("%s: Send = %+v", tc.name, res)
 		}
@@ -309,9 +312,9 @@ func TestSendReusesConnections(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	s := loopbackSender(t, SenderConfig{})
+	s := loopbackSender(t, Config{})
 	for range 20 {
-		if res := s.Send(context.Background(), SendRequest{URL: srv.URL, Body: []byte(`{}`), AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 {
+		if res := s.Send(context.Background(), Request{URL: srv.URL, Body: []byte(`{}`), AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 {
 			t.Fatalf("Send = %+v", res)
 		}
 	}
@@ -335,34 +338,34 @@ func TestSendRetryAfter(t *testing.T) {
 		w.Header().Set("Retry-After", "120")
 		w.WriteHeader(http.StatusTooManyRequests)
 	})
-	s := loopbackSender(t, SenderConfig{})
+	s := loopbackSender(t, Config{})
 
-	res := s.Send(context.Background(), SendRequest{URL: srv.URL, AllowHTTP: true})
+	res := s.Send(context.Background(), Request{URL: srv.URL, AllowHTTP: true})
 	if res.StatusCode != 429 || res.RetryAfter != "120" {
 		t.Fatalf("Send = %+v", res)
 	}
-	if d, ok := ParseRetryAfter(res.RetryAfter, now); !ok || d != 2*time.Minute {
-		t.Errorf("ParseRetryAfter(%q) = %v, %v", res.RetryAfter, d, ok)
+	if d, ok := retry.ParseRetryAfter(res.RetryAfter, now); !ok || d != 2*time.Minute {
+		t.Errorf("retry.ParseRetryAfter(%q) = %v, %v", res.RetryAfter, d, ok)
 	}
-	if v := Classify(res.StatusCode, res.Err); v != VerdictRetry {
+	if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictRetry {
 		t.Errorf("verdict %v", v)
 	}
 
-	res = s.Send(context.Background(), SendRequest{URL: srv.URL + "/date", AllowHTTP: true})
+	res = s.Send(context.Background(), Request{URL: srv.URL + "/date", AllowHTTP: true})
 	if res.StatusCode != 503 || res.RetryAfter != date {
 		t.Fatalf("Send = %+v", res)
 	}
-	if d, ok := ParseRetryAfter(res.RetryAfter, now); !ok || d < 89*time.Second || d > 90*time.Second {
-		t.Errorf("ParseRetryAfter(%q) = %v, %v", res.RetryAfter, d, ok)
+	if d, ok := retry.ParseRetryAfter(res.RetryAfter, now); !ok || d < 89*time.Second || d > 90*time.Second {
+		t.Errorf("retry.ParseRetryAfter(%q) = %v, %v", res.RetryAfter, d, ok)
 	}
 }
 
 func TestSendRequiresHTTPS(t *testing.T) {
 	t.Parallel()
 	srv, hits := countingServer(t, func(w http.ResponseWriter, r *http.Request) {})
-	s := loopbackSender(t, SenderConfig{})
+	s := loopbackSender(t, Config{})
 	for _, u := range []string{srv.URL + "/hook?token=secret", "ftp://files.example.com/hook?token=secret", "//example.com/x"} {
-		res := s.Send(context.Background(), SendRequest{URL: u})
+		res := s.Send(context.Background(), Request{URL: u})
 		if !errors.Is(res.Err, ErrHTTPSRequired) {
 			t.Errorf("%s: err = %v, want ErrHTTPSRequired", u, res.Err)
 			continue
@@ -370,7 +373,7 @@ func TestSendRequiresHTTPS(t *testing.T) {
 		if strings.Contains(res.Err.Error(), "secret") || !strings.Contains(res.Err.Error(), "https required") {
 			t.Errorf("%s: message %q", u, res.Err)
 		}
-		if v := Classify(res.StatusCode, res.Err); v != VerdictFail {
+		if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictFail {
 			t.Errorf("%s: verdict %v, want failed", u, v)
 		}
 	}
@@ -381,13 +384,13 @@ func TestSendRequiresHTTPS(t *testing.T) {
 
 func TestSendInvalidURL(t *testing.T) {
 	t.Parallel()
-	s := loopbackSender(t, SenderConfig{})
+	s := loopbackSender(t, Config{})
 	for _, u := range []string{"https://exa mple.com/x?token=secret", "https:///no-host?token=secret", "https://:443/x", "%zz"} {
-		res := s.Send(context.Background(), SendRequest{URL: u})
+		res := s.Send(context.Background(), Request{URL: u})
 		if !errors.Is(res.Err, ErrInvalidURL) || strings.Contains(res.Err.Error(), "secret") {
 			t.Errorf("%q: err = %v, want ErrInvalidURL without the secret", u, res.Err)
 		}
-		if v := Classify(res.StatusCode, res.Err); v != VerdictFail {
+		if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictFail {
 			t.Errorf("%q: verdict %v, want failed", u, v)
 		}
 	}
@@ -404,27 +407,27 @@ func TestSendTLS(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
 
-	res := loopbackSender(t, SenderConfig{RootCAs: pool}).Send(context.Background(), SendRequest{URL: srv.URL})
+	res := loopbackSender(t, Config{RootCAs: pool}).Send(context.Background(), Request{URL: srv.URL})
 	if res.Err != nil || res.StatusCode != 200 || res.ResponseBody != "secure" {
 		t.Fatalf("trusted TLS: Send = %+v", res)
 	}
 
 	// Without the test CA the certificate does not verify: verification is on.
-	res = loopbackSender(t, SenderConfig{}).Send(context.Background(), SendRequest{URL: srv.URL})
+	res = loopbackSender(t, Config{}).Send(context.Background(), Request{URL: srv.URL})
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "tls: failed to verify certificate") {
 		t.Fatalf("untrusted TLS: Send = %+v", res)
 	}
-	if v := Classify(res.StatusCode, res.Err); v != VerdictRetry {
+	if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictRetry {
 		t.Errorf("verdict %v, want retry", v)
 	}
 
 	// Plain HTTP where TLS is expected.
 	plain, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {})
-	res = loopbackSender(t, SenderConfig{}).Send(context.Background(), SendRequest{URL: strings.Replace(plain.URL, "http://", "https://", 1)})
+	res = loopbackSender(t, Config{}).Send(context.Background(), Request{URL: strings.Replace(plain.URL, "http://", "https://", 1)})
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "HTTP response to HTTPS client") {
 		t.Errorf("TLS to a plain server: Send = %+v", res)
 	}
-	if v := Classify(res.StatusCode, res.Err); v != VerdictRetry {
+	if v := classify.Classify(res.StatusCode, res.Err); v != classify.VerdictRetry {
 		t.Errorf("verdict %v, want retry", v)
 	}
 }

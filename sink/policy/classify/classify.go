@@ -1,12 +1,13 @@
-package sink
+// Package classify decides what one delivery attempt means for its
+// delivery: succeeded, retried, failed, or failed with the subscription
+// disabled (DESIGN.md §4). It is a pure policy: it imports nothing of
+// PostgreSQL or HTTP and touches no state, so it is tested with tables of
+// cases and shared by every stage that needs a verdict.
+package classify
 
 import (
 	"errors"
-	"math"
-	"net/http"
 	"strconv"
-	"strings"
-	"time"
 )
 
 // Verdict is what one delivery attempt means for the delivery.
@@ -46,11 +47,10 @@ func (v Verdict) String() string {
 // DESIGN §4. statusCode is the response status (0 when no response was
 // received) and err the transport error, if any.
 //
-//   - An err that is a refused address (ErrForbiddenAddress), a refused
-//     scheme (ErrHTTPSRequired), an unusable URL (ErrInvalidURL) or a body
-//     that cannot be rendered (ErrUnknownFormat) is VerdictFail whatever
-//     statusCode says: the same request would be refused again, so retrying
-//     is pointless.
+//   - An err that is permanent (see IsPermanent: a refused address, a
+//     refused scheme, an unusable URL, a body that cannot be rendered) is
+//     VerdictFail whatever statusCode says: the same request would be
+//     refused again, so retrying is pointless.
 //   - Otherwise, when a status was received it decides (a body read error
 //     after the status does not change what the receiver answered):
 //     2xx succeeded; 408, 425, 429 and 5xx retry; 410 gone; 3xx fail
@@ -65,10 +65,7 @@ func (v Verdict) String() string {
 // A context cancelled by the relay's own shutdown also yields VerdictRetry;
 // callers that can tell it apart should not count such an attempt.
 func Classify(statusCode int, err error) Verdict {
-	if err != nil && (errors.Is(err, ErrForbiddenAddress) ||
-		errors.Is(err, ErrHTTPSRequired) ||
-		errors.Is(err, ErrInvalidURL) ||
-		errors.Is(err, ErrUnknownFormat)) {
+	if IsPermanent(err) {
 		return VerdictFail
 	}
 	if statusCode <= 0 {
@@ -77,11 +74,11 @@ func Classify(statusCode int, err error) Verdict {
 	switch {
 	case statusCode >= 200 && statusCode <= 299:
 		return VerdictSucceeded
-	case statusCode == http.StatusGone:
+	case statusCode == 410: // Gone
 		return VerdictGone
-	case statusCode == http.StatusRequestTimeout,
-		statusCode == http.StatusTooEarly,
-		statusCode == http.StatusTooManyRequests:
+	case statusCode == 408, // Request Timeout
+		statusCode == 425, // Too Early
+		statusCode == 429: // Too Many Requests
 		return VerdictRetry
 	case statusCode >= 300 && statusCode <= 399:
 		return VerdictFail
@@ -92,41 +89,16 @@ func Classify(statusCode int, err error) Verdict {
 	return VerdictRetry
 }
 
-// ParseRetryAfter reads a Retry-After header value: delta-seconds ("120") or
-// an HTTP-date ("Wed, 21 Oct 2015 07:28:00 GMT", or the obsolete RFC 850 and
-// asctime forms). A date in the past, or now, gives 0. It reports false for
-// an empty or unparsable value, which callers then ignore. Very large
-// delta-seconds saturate at the largest time.Duration; callers cap the result
-// (see NextAttemptAt).
-func ParseRetryAfter(value string, now time.Time) (time.Duration, bool) {
-	v := strings.TrimSpace(value)
-	if v == "" {
-		return 0, false
-	}
-	if isDigits(v) {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil || n > uint64(math.MaxInt64/int64(time.Second)) {
-			// Only a range error is possible here: all digits.
-			return time.Duration(math.MaxInt64), true
-		}
-		return time.Duration(n) * time.Second, true
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	d := t.Sub(now)
-	if d < 0 {
-		d = 0
-	}
-	return d, true
-}
+// permanent is the method an error has when the request that met it would
+// meet it again on every retry.
+type permanent interface{ Permanent() bool }
 
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
+// IsPermanent reports whether err, or an error it wraps, has a method
+// Permanent() bool that returns true. The packages that refuse a request
+// before it is sent (the sender's address guard, scheme and URL checks,
+// the body formats) mark their errors so, which lets this policy know them
+// without importing them.
+func IsPermanent(err error) bool {
+	var p permanent
+	return err != nil && errors.As(err, &p) && p.Permanent()
 }

@@ -1,20 +1,24 @@
-package sink
+package classify
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"net"
-	"net/netip"
 	"syscall"
 	"testing"
-	"time"
 )
+
+// refused stands for the errors of the packages that refuse a request
+// before sending it (the sender's tests check its own errors are
+// permanent).
+type refused struct{ permanent bool }
+
+func (e refused) Error() string   { return "refused" }
+func (e refused) Permanent() bool { return e.permanent }
 
 func TestClassify(t *testing.T) {
 	t.Parallel()
-	forbidden := &ForbiddenAddressError{Addr: netip.MustParseAddr("127.0.0.1"), Class: ClassLoopback}
+	forbidden := refused{permanent: true}
 	cases := []struct {
 		name   string
 		status int
@@ -51,18 +55,14 @@ func TestClassify(t *testing.T) {
 		{"600 non-standard", 600, nil, VerdictRetry},
 		{"999 non-standard", 999, nil, VerdictRetry},
 		{"no status, no error", 0, nil, VerdictRetry},
-		{"timeout", 0, &transportError{msg: "timeout after 10s", err: context.DeadlineExceeded}, VerdictRetry},
-		{"connection refused", 0, &transportError{msg: "connection refused", err: syscall.ECONNREFUSED}, VerdictRetry},
-		{"connection reset", 0, &net.OpError{Op: "read", Err: syscall.ECONNRESET}, VerdictRetry},
+		{"timeout", 0, fmt.Errorf("timeout after 10s: %w", context.DeadlineExceeded), VerdictRetry},
+		{"connection refused", 0, syscall.ECONNREFUSED, VerdictRetry},
 		{"tls", 0, errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority"), VerdictRetry},
-		{"dns", 0, &net.DNSError{Err: "no such host", Name: "x.invalid", IsNotFound: true}, VerdictRetry},
 		{"canceled", 0, context.Canceled, VerdictRetry},
-		{"forbidden address", 0, forbidden, VerdictFail},
-		{"forbidden address wrapped in OpError", 0, &net.OpError{Op: "dial", Err: forbidden}, VerdictFail},
-		{"forbidden wins over a status", 200, forbidden, VerdictFail},
-		{"https required", 0, fmt.Errorf("%w: refusing http://x/abc***", ErrHTTPSRequired), VerdictFail},
-		{"invalid URL", 0, fmt.Errorf("%w ***: bad", ErrInvalidURL), VerdictFail},
-		{"unknown format", 0, fmt.Errorf("rendering body: %w \"xml\"", ErrUnknownFormat), VerdictFail},
+		{"permanent", 0, forbidden, VerdictFail},
+		{"permanent, wrapped", 0, fmt.Errorf("dial tcp: %w", forbidden), VerdictFail},
+		{"permanent wins over a status", 200, forbidden, VerdictFail},
+		{"Permanent() false is not permanent", 0, refused{}, VerdictRetry},
 		{"status wins over a body read error", 200, errors.New("unexpected EOF"), VerdictSucceeded},
 		{"503 with body read error", 503, errors.New("unexpected EOF"), VerdictRetry},
 	}
@@ -85,42 +85,6 @@ func TestVerdictString(t *testing.T) {
 	} {
 		if got := v.String(); got != want {
 			t.Errorf("Verdict(%d).String() = %q, want %q", int(v), got, want)
-		}
-	}
-}
-
-func TestParseRetryAfter(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 2, 4, 10, 30, 0, 0, time.UTC)
-	cases := []struct {
-		value  string
-		want   time.Duration
-		wantOK bool
-	}{
-		{"120", 2 * time.Minute, true},
-		{"0", 0, true},
-		{" 30 ", 30 * time.Second, true},
-		{"3600", time.Hour, true},
-		{"99999999999999999999999", time.Duration(math.MaxInt64), true},
-		{"9223372036", 9223372036 * time.Second, true},
-		{"9223372037", time.Duration(math.MaxInt64), true},
-		{"Wed, 04 Feb 2026 10:35:00 GMT", 5 * time.Minute, true}, // IMF-fixdate
-		{"Wednesday, 04-Feb-26 10:31:00 GMT", time.Minute, true}, // RFC 850
-		{"Wed Feb  4 10:30:30 2026", 30 * time.Second, true},     // asctime
-		{"Wed, 04 Feb 2026 10:00:00 GMT", 0, true},               // past
-		{"Wed, 04 Feb 2026 10:30:00 GMT", 0, true},               // now
-		{"", 0, false},
-		{"   ", 0, false},
-		{"-5", 0, false},
-		{"1.5", 0, false},
-		{"soon", 0, false},
-		{"2026-02-04T10:35:00Z", 0, false},
-		{"120s", 0, false},
-	}
-	for _, tc := range cases {
-		got, ok := ParseRetryAfter(tc.value, now)
-		if got != tc.want || ok != tc.wantOK {
-			t.Errorf("ParseRetryAfter(%q) = %v, %v; want %v, %v", tc.value, got, ok, tc.want, tc.wantOK)
 		}
 	}
 }

@@ -1,7 +1,13 @@
-package sink
+// Package retry is the retry policy: when the next attempt of a failed
+// delivery is due, from the subscription's schedule, the receiver's
+// Retry-After and a random draw the caller supplies. It is a pure policy:
+// no clock, no randomness, nothing of PostgreSQL or HTTP.
+package retry
 
 import (
 	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -61,4 +67,56 @@ func NextAttemptAt(schedule []time.Duration, attemptsMade int, now time.Time, re
 		delay = max(delay, min(retryAfter, maxRetryAfter))
 	}
 	return now.Add(delay), true
+}
+
+// ParseRetryAfter reads a Retry-After header value: delta-seconds ("120") or
+// an HTTP-date ("Wed, 21 Oct 2015 07:28:00 GMT", or the obsolete RFC 850 and
+// asctime forms). A date in the past, or now, gives 0. It reports false for
+// an empty or unparsable value, which callers then ignore. Very large
+// delta-seconds saturate at the largest time.Duration; callers cap the result
+// (see NextAttemptAt).
+func ParseRetryAfter(value string, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(value)
+	if v == "" {
+		return 0, false
+	}
+	if isDigits(v) {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > uint64(math.MaxInt64/int64(time.Second)) {
+			// Only a range error is possible here: all digits.
+			return time.Duration(math.MaxInt64), true
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	t, ok := parseHTTPDate(v)
+	if !ok {
+		return 0, false
+	}
+	d := t.Sub(now)
+	if d < 0 {
+		d = 0
+	}
+	return d, true
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// httpDateLayouts are the three forms of an HTTP-date (RFC 9110 §5.6.7):
+// IMF-fixdate, then the obsolete RFC 850 and asctime forms.
+var httpDateLayouts = []string{"Mon, 02 Jan 2006 15:04:05 GMT", time.RFC850, time.ANSIC}
+
+func parseHTTPDate(v string) (time.Time, bool) {
+	for _, layout := range httpDateLayouts {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }

@@ -1,4 +1,4 @@
-package sink
+package retry
 
 import (
 	"math"
@@ -74,6 +74,42 @@ func TestNextAttemptAtJitterBounds(t *testing.T) {
 			if d := got.Sub(now); d < lo || d > hi {
 				t.Errorf("step %d jitter %.3f: delay %v outside [%v, %v]", step+1, j, d, lo, hi)
 			}
+		}
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 2, 4, 10, 30, 0, 0, time.UTC)
+	cases := []struct {
+		value  string
+		want   time.Duration
+		wantOK bool
+	}{
+		{"120", 2 * time.Minute, true},
+		{"0", 0, true},
+		{" 30 ", 30 * time.Second, true},
+		{"3600", time.Hour, true},
+		{"99999999999999999999999", time.Duration(math.MaxInt64), true},
+		{"9223372036", 9223372036 * time.Second, true},
+		{"9223372037", time.Duration(math.MaxInt64), true},
+		{"Wed, 04 Feb 2026 10:35:00 GMT", 5 * time.Minute, true}, // IMF-fixdate
+		{"Wednesday, 04-Feb-26 10:31:00 GMT", time.Minute, true}, // RFC 850
+		{"Wed Feb  4 10:30:30 2026", 30 * time.Second, true},     // asctime
+		{"Wed, 04 Feb 2026 10:00:00 GMT", 0, true},               // past
+		{"Wed, 04 Feb 2026 10:30:00 GMT", 0, true},               // now
+		{"", 0, false},
+		{"   ", 0, false},
+		{"-5", 0, false},
+		{"1.5", 0, false},
+		{"soon", 0, false},
+		{"2026-02-04T10:35:00Z", 0, false},
+		{"120s", 0, false},
+	}
+	for _, tc := range cases {
+		got, ok := ParseRetryAfter(tc.value, now)
+		if got != tc.want || ok != tc.wantOK {
+			t.Errorf("ParseRetryAfter(%q) = %v, %v; want %v, %v", tc.value, got, ok, tc.want, tc.wantOK)
 		}
 	}
 }

@@ -1,9 +1,15 @@
-package sink
+// Package window is the policy of when deliveries may go out: daily
+// delivery windows (which may cross midnight, on a time zone's wall
+// clock), absence days, the relay-wide pause, and the Gate that combines
+// them with a subscription's own window. It is a pure policy: the caller
+// gives the time; nothing of PostgreSQL or HTTP.
+package window
 
 import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -87,7 +93,7 @@ func ParseWindow(start, end, zone string) (Window, error) {
 	}
 	loc := time.UTC
 	if z := strings.TrimSpace(zone); z != "" {
-		loc, err = loadLocation(z)
+		loc, err = LoadLocation(z)
 		if err != nil {
 			return Window{}, fmt.Errorf("window time zone %q: unknown zone (want an IANA name such as Europe/Paris)", zone)
 		}
@@ -270,4 +276,30 @@ func ParseWeekdays(names []string) ([]time.Weekday, error) {
 		}
 	}
 	return out, nil
+}
+
+var locations sync.Map // zone name → *time.Location
+
+// LoadLocation is time.LoadLocation with a cache: the standard one reads
+// the zone database from disk on every call, and windows are parsed for
+// every subscription read.
+func LoadLocation(name string) (*time.Location, error) {
+	if v, ok := locations.Load(name); ok {
+		return v.(*time.Location), nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	locations.Store(name, loc)
+	return loc, nil
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -1,0 +1,151 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/textproto"
+	"strconv"
+	"time"
+
+	"github.com/pgoutbox/relay/signer"
+	"github.com/pgoutbox/relay/sink/format"
+	"github.com/pgoutbox/relay/sink/policy/classify"
+	"github.com/pgoutbox/relay/sink/policy/retry"
+	"github.com/pgoutbox/relay/sink/policy/window"
+	"github.com/pgoutbox/relay/sink/record"
+	"github.com/pgoutbox/relay/sink/send"
+)
+
+// job is one claimed delivery with what sending it needs.
+type job struct {
+	deliveryID, subID  int64
+	eventID, eventType string
+	owner, key         *string
+	payload            []byte
+	eventHeaders       []byte
+	eventCreatedAt     time.Time
+	attempts           int // attempts made before this one
+	cycleAttempts      int // attempts since last queued, before this one
+
+	url          string
+	secrets      []string // newest first
+	format       string
+	template     string
+	subHeaders   []byte
+	timeout      time.Duration
+	schedule     []time.Duration
+	window       *window.Window
+	ignoreGlobal bool
+	targeted     bool
+	maxInFlight  int
+
+	// sendBy is when a queued job becomes too old to start: its lease
+	// could run out before its request ends.
+	sendBy time.Time
+}
+
+// result is the outcome of one attempt, waiting to be recorded.
+type result struct {
+	job      *job
+	rec      record.Attempt
+	released bool // cancelled by a hard stop: not an attempt
+	requeue  bool // held too long to start: handed back unsent
+}
+
+// attempt sends one delivery and decides what happens next.
+func (d *Dispatcher) attempt(ctx context.Context, j *job) *result {
+	r := &result{job: j, rec: record.Attempt{
+		DeliveryID: j.deliveryID, SubscriptionID: j.subID, Attempt: j.attempts + 1, StartedAt: d.cfg.Now(),
+	}}
+	var res send.Result
+	body, err := format.RenderBody(j.format, format.EventView{
+		EventID: j.eventID, Type: j.eventType, Owner: j.owner, Key: j.key,
+		Timestamp: j.eventCreatedAt, Payload: json.RawMessage(j.payload),
+	}, j.template)
+	if err != nil {
+		res = send.Result{Err: fmt.Errorf("rendering %s body: %w", j.format, err)}
+	} else {
+		header, err := d.headers(j, r.rec.Attempt, r.rec.StartedAt, body)
+		if err != nil {
+			res = send.Result{Err: err}
+		} else {
+			settings, _ := d.currentSettings(ctx, false)
+			res = d.cfg.Sender.Send(ctx, send.Request{
+				URL: j.url, Body: body, Header: header, Timeout: j.timeout, AllowHTTP: settings.AllowHTTP,
+			})
+		}
+	}
+	if ctx.Err() != nil && res.StatusCode == 0 {
+		r.released = true
+		return r
+	}
+	rec := &r.rec
+	rec.Duration, rec.StatusCode, rec.Response, rec.RetryAfter = res.Duration, res.StatusCode, res.ResponseBody, res.RetryAfter
+	rec.Verdict = classify.Classify(res.StatusCode, res.Err)
+	rec.Error = res.ErrorText()
+	switch rec.Verdict {
+	case classify.VerdictSucceeded:
+		rec.Status = "succeeded"
+	case classify.VerdictRetry:
+		now := d.cfg.Now()
+		var ra time.Duration
+		if rec.RetryAfter != "" {
+			ra, _ = retry.ParseRetryAfter(rec.RetryAfter, now)
+		}
+		if at, ok := retry.NextAttemptAt(j.schedule, j.cycleAttempts+1, now, ra, d.cfg.MaxRetryAfter, retry.DefaultJitter*d.cfg.Jitter()); ok {
+			rec.Status, rec.NextAt = "pending", &at
+		} else {
+			rec.Status = "failed"
+		}
+	default:
+		rec.Status = "failed"
+	}
+	return r
+}
+
+// headers builds the request headers of DESIGN.md §4 (the sender adds
+// user-agent). Custom headers come first, so the webhook headers win.
+func (d *Dispatcher) headers(j *job, attempt int, now time.Time, body []byte) (map[string][]string, error) {
+	keys := make([]signer.Key, 0, len(j.secrets))
+	for _, s := range j.secrets {
+		k, err := d.key(s)
+		if err != nil {
+			return nil, fmt.Errorf("subscription %d secret: %w", j.subID, err)
+		}
+		keys = append(keys, k)
+	}
+	h := make(map[string][]string, 12)
+	for _, extra := range [][]byte{j.subHeaders, j.eventHeaders} {
+		if len(extra) > 2 {
+			var m map[string]string
+			if err := json.Unmarshal(extra, &m); err != nil {
+				return nil, fmt.Errorf("custom headers are not an object of strings: %w", err)
+			}
+			for k, v := range m {
+				h[textproto.CanonicalMIMEHeaderKey(k)] = []string{v}
+			}
+		}
+	}
+	h["Content-Type"] = []string{"application/json"}
+	h["Webhook-Id"] = []string{j.eventID}
+	h["Webhook-Timestamp"] = []string{strconv.FormatInt(now.Unix(), 10)}
+	h["Webhook-Signature"] = []string{signer.SignatureHeader(keys, j.eventID, now, body)}
+	h["X-Relay-Event"] = []string{j.eventType}
+	h["X-Relay-Delivery"] = []string{strconv.FormatInt(j.deliveryID, 10)}
+	h["X-Relay-Attempt"] = []string{strconv.Itoa(attempt)}
+	h["X-Relay-Signature"] = []string{keys[0].SignSimple(body)}
+	return h, nil
+}
+
+func (d *Dispatcher) key(secret string) (signer.Key, error) {
+	if k, ok := d.keys.Load(secret); ok {
+		return k.(signer.Key), nil
+	}
+	k, err := signer.ParseSecret(secret)
+	if err != nil {
+		return k, err
+	}
+	d.keys.Store(secret, k)
+	return k, nil
+}

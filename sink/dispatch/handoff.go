@@ -1,0 +1,113 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Handoff is a reservation a fan-out makes before inserting deliveries:
+// while it holds one, it may insert up to Free deliveries already claimed
+// for this dispatcher ('delivering', locked by WorkerID, with the lease)
+// and hand them over in memory once committed, which saves the claim's
+// round trip and re-reading the events. Every Handoff ends with exactly
+// one call of Accept or Cancel.
+type Handoff struct {
+	// Free is the most deliveries the fan-out may claim in all.
+	Free int
+	// RoomIDs and RoomN give, for each subscription this dispatcher holds
+	// deliveries of, how many more it may take (possibly none, or fewer
+	// than none); other subscriptions get max_in_flight × HoldPerSlot.
+	RoomIDs     []int64
+	RoomN       []int32
+	HoldPerSlot int
+	// WorkerID is the locked_by of a claimed delivery, and Lease what its
+	// locked_until adds to the subscription's timeout.
+	WorkerID string
+	Lease    time.Duration
+
+	d         *Dispatcher
+	settings  Settings
+	claimedAt time.Time
+}
+
+// ReserveHandoff returns a reservation, or nil when nothing may be handed
+// over now: the dispatcher is not running, stopping or full, the relay is
+// paused, or the global window or an absence day holds deliveries.
+func (d *Dispatcher) ReserveHandoff(ctx context.Context) *Handoff {
+	if !d.started.Load() {
+		return nil
+	}
+	settings, err := d.currentSettings(ctx, false)
+	if err != nil {
+		return nil
+	}
+	now := d.cfg.Now()
+	if at, paused := settings.Gate.NextSendTime(now, nil, false); paused || at.After(now) {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	free := d.cfg.MaxHeld - d.held
+	if d.stopping || free <= 0 {
+		return nil
+	}
+	h := &Handoff{
+		Free: free, HoldPerSlot: d.cfg.HoldPerSlot, WorkerID: d.cfg.WorkerID, Lease: d.cfg.LeaseMargin,
+		d: d, settings: settings, claimedAt: time.Now(),
+	}
+	h.RoomIDs, h.RoomN = d.roomLocked()
+	d.handoffs.Add(1)
+	return h
+}
+
+// Claimed is a delivery a fan-out inserted claimed under a Handoff, with
+// the event it carries.
+type Claimed struct {
+	DeliveryID, SubscriptionID int64
+	// SubscriptionUpdatedAt is the subscription's updated_at as the insert
+	// saw it: settings cached from before a change are read again.
+	SubscriptionUpdatedAt time.Time
+
+	EventID, EventType string
+	Owner, Key         *string // nil for SQL NULL
+	Payload            []byte  // the event's jsonb, as text
+	Headers            []byte  // the event's custom headers (jsonb text), nil for none
+	CreatedAt          time.Time
+}
+
+// Accept takes the committed deliveries claimed under h and ends the
+// reservation. On error (their subscriptions could not be read) they stay
+// leased to this relay and are sent when the lease ends, or handed back at
+// Stop: late, never lost.
+func (h *Handoff) Accept(ctx context.Context, claimed []Claimed) error {
+	d := h.d
+	defer d.handoffs.Done()
+	if len(claimed) == 0 {
+		return nil
+	}
+	jobs := make([]*job, len(claimed))
+	all := make([]job, len(claimed))
+	want := map[int64]time.Time{}
+	for i := range claimed {
+		c := &claimed[i]
+		all[i] = job{
+			deliveryID: c.DeliveryID, subID: c.SubscriptionID,
+			eventID: c.EventID, eventType: c.EventType, owner: c.Owner, key: c.Key,
+			payload: c.Payload, eventHeaders: c.Headers, eventCreatedAt: c.CreatedAt,
+		}
+		jobs[i] = &all[i]
+		want[c.SubscriptionID] = c.SubscriptionUpdatedAt
+	}
+	// Not cancelled with ctx: the deliveries are committed and claimed, and
+	// reading their subscriptions is short.
+	ctx = context.WithoutCancel(ctx)
+	filled, err := d.fillJobs(ctx, d.cfg.Pool, jobs, want)
+	if err != nil {
+		return fmt.Errorf("reading subscriptions of %d handed-over deliveries (they are sent when their lease ends): %w", len(jobs), err)
+	}
+	return d.admit(ctx, filled, h.settings, h.claimedAt)
+}
+
+// Cancel ends a reservation under which nothing was claimed.
+func (h *Handoff) Cancel() { h.d.handoffs.Done() }

@@ -1,0 +1,49 @@
+package dispatch
+
+import (
+	"context"
+	"time"
+)
+
+// listen wakes the dispatcher on notifications from other processes:
+// deliveries created by another relay, redeliver/replay, pause/resume.
+func (d *Dispatcher) listen(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := d.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		d.log.Debug().Err(err).Msg("notification listener reconnecting")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(time.Second)):
+		}
+	}
+}
+
+func (d *Dispatcher) listenOnce(ctx context.Context) error {
+	conn, err := d.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	// The connection is left in LISTEN state; destroy it rather than return
+	// it to the pool.
+	defer conn.Conn().Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN relay_deliveries; LISTEN relay_settings"); err != nil {
+		return err
+	}
+	for {
+		n, err := conn.Conn().WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if n.Channel == "relay_settings" {
+			d.mu.Lock()
+			d.settingsAt = time.Time{}
+			d.mu.Unlock()
+		}
+		d.Wake()
+	}
+}

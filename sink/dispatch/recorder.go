@@ -1,0 +1,95 @@
+package dispatch
+
+import (
+	"context"
+	"time"
+
+	"github.com/pgoutbox/relay/sink/policy/classify"
+	"github.com/pgoutbox/relay/sink/record"
+)
+
+// recordLoop writes attempts in batches: whatever results are waiting are
+// recorded together.
+func (d *Dispatcher) recordLoop(ctx context.Context) {
+	defer close(d.recordDone)
+	batch := make([]*result, 0, 1024)
+	for r := range d.results {
+		batch = append(batch[:0], r)
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case r, ok := <-d.results:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		d.recordWithRetry(ctx, batch)
+	}
+}
+
+func (d *Dispatcher) recordWithRetry(ctx context.Context, batch []*result) {
+	for try := 0; ; try++ {
+		err := d.record(ctx, batch)
+		if err == nil {
+			break
+		}
+		if try >= 5 {
+			// The deliveries stay 'delivering' and are claimed again when
+			// their lease ends: the receiver may see them twice, nothing is lost.
+			d.log.Error().Err(err).Int("num_deliveries", len(batch)).Msg("recording attempts failed; leases will expire and the deliveries will be sent again")
+			break
+		}
+		d.log.Warn().Err(err).Int("try", try+1).Msg("recording attempts")
+		time.Sleep(jitter(time.Duration(100<<try) * time.Millisecond))
+	}
+	d.mu.Lock()
+	wake := d.recordedLocked(batch)
+	d.mu.Unlock()
+	if wake {
+		d.Wake()
+	}
+}
+
+// record writes a batch of results: their attempts, and the deliveries
+// held too long to start handed back.
+func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
+	attempts := make([]record.Attempt, 0, len(batch))
+	var handBack []int64
+	for _, r := range batch {
+		switch {
+		case r.released:
+		case r.requeue:
+			handBack = append(handBack, r.job.deliveryID)
+		default:
+			attempts = append(attempts, r.rec)
+		}
+	}
+	if len(attempts) == 0 && len(handBack) == 0 {
+		return nil
+	}
+	if err := d.recorder.Record(ctx, attempts, handBack); err != nil {
+		return err
+	}
+	d.recorded(batch, len(attempts))
+	return nil
+}
+
+// recorded counts a committed batch and tells the observer.
+func (d *Dispatcher) recorded(batch []*result, attempts int) {
+	d.attempts.Add(int64(attempts))
+	if d.cfg.Observer != nil {
+		for _, r := range batch {
+			if r.released || r.requeue {
+				continue
+			}
+			if r.rec.Verdict == classify.VerdictSucceeded {
+				d.cfg.Observer.Delivered(time.Since(r.job.eventCreatedAt))
+			}
+			d.cfg.Observer.AttemptDone(r.rec.Outcome(), r.rec.Duration)
+		}
+	}
+}

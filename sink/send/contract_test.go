@@ -335,3 +335,32 @@ func BenchmarkSender(b *testing.B) {
 		}
 	})
 }
+
+// A receiver that offers HTTP/2 over TLS gets it; the answer is read as
+// with HTTP/1.1.
+func TestSenderSpeaksHTTP2WhenOffered(t *testing.T) {
+	t.Parallel()
+	protos := make(chan int, 10)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protos <- r.ProtoMajor
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "over h2")
+	}))
+	srv.EnableHTTP2 = true
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	s := testSender(t, Config{RootCAs: pool}, false)
+	for range 3 {
+		res := s.Send(context.Background(), Request{URL: srv.URL + "/hook", Body: []byte(`{}`), Header: http.Header{"Webhook-Id": {"evt"}}})
+		if res.Err != nil || res.StatusCode != 503 || res.ResponseBody != "over h2" || res.RetryAfter != "7" {
+			t.Fatalf("Send = %+v", res)
+		}
+		if p := <-protos; p != 2 {
+			t.Fatalf("receiver saw HTTP/%d, want HTTP/2", p)
+		}
+	}
+}

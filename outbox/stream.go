@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
+
+	"github.com/pgoutbox/relay/internal/dbwait"
 )
 
 // Config configures a Stream.
@@ -39,7 +41,9 @@ type Config struct {
 	// the server when nothing else prompts it (default 10s).
 	StatusInterval time.Duration
 	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 100ms and
-	// 30s); the delay doubles after each failure, with jitter.
+	// 30s); the delay doubles after each failure, with jitter. Reconnecting
+	// goes through internal/dbwait, the code relay run waits for its
+	// database with at start, so both log each attempt with its reason.
 	MinBackoff, MaxBackoff time.Duration
 	// StandbyInterval is how often a relay that does not hold the slot tries
 	// to take it over (default 1s).
@@ -82,6 +86,7 @@ type Stream struct {
 	cfg Config
 	log zerolog.Logger
 
+	retry   *dbwait.Retrier
 	state   atomic.Int32
 	acked   atomic.Uint64
 	events  atomic.Int64
@@ -130,7 +135,12 @@ func New(cfg Config) (*Stream, error) {
 	if cfg.Linger == 0 {
 		cfg.Linger = time.Millisecond
 	}
-	return &Stream{cfg: cfg, log: cfg.Logger.With().Str("component", "outbox").Logger()}, nil
+	s := &Stream{cfg: cfg, log: cfg.Logger.With().Str("component", "outbox").Logger()}
+	s.retry = dbwait.New(dbwait.Config{
+		What: "database (replication connection)", Limit: dbwait.Forever,
+		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: s.log,
+	})
+	return s, nil
 }
 
 // validName accepts the names PostgreSQL allows for replication slots, which
@@ -193,33 +203,27 @@ var errSlotBusy = errors.New("replication slot is held by another session")
 
 func (s *Stream) run(ctx context.Context) {
 	defer close(s.done)
-	backoff := s.cfg.MinBackoff
 	for {
-		started := time.Now()
 		err := s.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		var wait time.Duration
-		if errors.Is(err, errSlotBusy) {
-			if s.State() != StateStandby {
-				s.log.Info().Str("slot", s.cfg.Slot).Msg("another relay holds the slot; standing by to take over")
-			}
-			s.state.Store(int32(StateStandby))
-			wait = jitter(s.cfg.StandbyInterval)
-		} else {
+		if !errors.Is(err, errSlotBusy) {
+			// Logs why and waits with backoff; it gives up only when ctx ends.
 			s.state.Store(int32(StateConnecting))
-			if time.Since(started) > time.Minute {
-				backoff = s.cfg.MinBackoff
+			if s.retry.Retry(ctx, err) != nil {
+				return
 			}
-			wait = jitter(backoff)
-			s.log.Warn().Err(err).Dur("retry_in", wait).Msg("replication interrupted; reconnecting")
-			backoff = min(backoff*2, s.cfg.MaxBackoff)
+			continue
 		}
+		if s.State() != StateStandby {
+			s.log.Info().Str("slot", s.cfg.Slot).Msg("another relay holds the slot; standing by to take over")
+		}
+		s.state.Store(int32(StateStandby))
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(jitter(s.cfg.StandbyInterval)):
 		}
 	}
 }
@@ -256,6 +260,7 @@ func (s *Stream) session(ctx context.Context) error {
 		return fmt.Errorf("connecting for replication: %w", err)
 	}
 	defer conn.Close(context.Background())
+	s.retry.Succeeded()
 
 	if confirmed, err := s.confirmedLSN(ctx, conn); err == nil && confirmed > s.AckedLSN() {
 		s.acked.Store(uint64(confirmed))

@@ -18,7 +18,14 @@ import (
 const readyTimeout = 3 * time.Second
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	body := map[string]any{}
+	if s.cfg.Health != nil {
+		for k, v := range s.cfg.Health() {
+			body[k] = v
+		}
+	}
+	body["status"] = "ok"
+	writeJSON(w, r, http.StatusOK, body)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

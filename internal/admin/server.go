@@ -87,6 +87,11 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Tester runs POST /api/webhooks/{id}/test; nil answers 503 there.
 	Tester Tester
+	// Health adds fields to the /healthz answer (relay run adds its build
+	// and whether it still waits for its database); nil adds none.
+	// /healthz answers 200 whatever these say: it tells that the process
+	// is alive, /readyz tells whether it works.
+	Health func() map[string]any
 	// Ready decides /readyz; nil pings the database only. See
 	// SlotReadiness for the check relay run uses.
 	Ready func(ctx context.Context) error

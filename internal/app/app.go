@@ -11,12 +11,15 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/pgoutbox/relay/internal/admin"
+	"github.com/pgoutbox/relay/internal/dbwait"
 	"github.com/pgoutbox/relay/internal/metrics"
 	"github.com/pgoutbox/relay/internal/retention"
 	"github.com/pgoutbox/relay/migrations"
@@ -58,8 +61,18 @@ type Config struct {
 	Console fs.FS
 	// UserAgent is sent with every delivery (default relay).
 	UserAgent string
-	Logger    zerolog.Logger
+	// WaitForDatabase bounds how long Start waits for the database to
+	// accept connections: WaitForever (any negative value) waits until the
+	// context ends, 0 (the default here; `relay run` defaults to forever)
+	// fails on the first refused attempt. A refused password fails at once
+	// whatever it says, with a *dbwait.AuthError.
+	WaitForDatabase time.Duration
+	Logger          zerolog.Logger
 }
+
+// WaitForever, as Config.WaitForDatabase, waits for the database until the
+// context ends.
+const WaitForever = dbwait.Forever
 
 // Validate checks cfg and fills defaults. Errors name the field and value.
 func (c *Config) Validate() error {
@@ -122,8 +135,14 @@ func validIdent(s string) bool {
 
 // App is a running relay.
 type App struct {
-	cfg  Config
-	log  zerolog.Logger
+	cfg Config
+	log zerolog.Logger
+	// phase is where Start has got to (see phase.go); the fields below
+	// are set before phase moves to phaseRunning and read by the admin
+	// handlers only after it has.
+	phase atomic.Int32
+	// wait paces and reports the attempts to reach the database at start.
+	wait *dbwait.Retrier
 	pool *pgxpool.Pool
 	// deliveryPool serves fan-out and dispatch; see newDeliveryPool.
 	deliveryPool *pgxpool.Pool
@@ -139,18 +158,42 @@ func New(cfg Config) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &App{cfg: cfg, log: cfg.Logger}, nil
+	a := &App{cfg: cfg, log: cfg.Logger}
+	a.wait = dbwait.New(dbwait.Config{
+		What: "database", Limit: cfg.WaitForDatabase, FailOnPermanent: true,
+		Logger: cfg.Logger.With().Str("component", "app").Logger(),
+	})
+	return a, nil
 }
 
-// Start connects, migrates (or checks the schema), then starts dispatch,
-// capture, retention and the admin server. It fails fast when the database
-// cannot be reached or is not set up for logical decoding.
+// Start opens the admin server (so /healthz answers at once), waits for
+// the database as Config.WaitForDatabase allows, migrates (or checks the
+// schema), then starts dispatch, capture and retention. It returns once
+// everything runs, or with the first error: a *dbwait.AuthError when the
+// database refused the credentials, ctx's error when ctx ended while
+// waiting.
 func (a *App) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			a.Stop(context.Background())
 		}
 	}()
+	// The pool connects lazily: creating it only parses the URL.
+	a.pool, err = pgxpool.New(ctx, a.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("connecting to database: %w", err)
+	}
+	a.metrics = metrics.New(a.pool, a.cfg.Slot)
+	a.metrics.RegisterReadiness(a.ready)
+	if err := a.startAdmin(ctx); err != nil {
+		return err
+	}
+
+	a.phase.Store(phaseWaiting)
+	if err := dbwait.Wait(ctx, a.wait, a.connectOnce); err != nil {
+		return err
+	}
+	a.phase.Store(phaseStarting)
 	if a.cfg.Migrate {
 		if err := migrations.Up(ctx, a.cfg.DatabaseURL); err != nil {
 			return err
@@ -164,14 +207,6 @@ func (a *App) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("schema is at version %d of %d (dirty: %v); run 'relay migrate up' or start with --migrate", st.Version, st.Latest, st.Dirty)
 		}
 	}
-	a.pool, err = pgxpool.New(ctx, a.cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("connecting to database: %w", err)
-	}
-	if err := a.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("connecting to database: %w", err)
-	}
-	a.metrics = metrics.New(a.pool, a.cfg.Slot)
 	if a.deliveryPool, err = newDeliveryPool(ctx, a.cfg.DatabaseURL); err != nil {
 		return err
 	}
@@ -182,7 +217,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 	a.dispatcher, err = dispatch.New(dispatch.Config{
 		Pool:        a.deliveryPool,
-		Sender:      send.New(send.Config{Guard: guard, UserAgent: a.cfg.UserAgent}),
+		Sender:      timeoutCounter{send.New(send.Config{Guard: guard, UserAgent: a.cfg.UserAgent}), a.metrics},
 		Logger:      a.log,
 		Concurrency: a.cfg.Concurrency,
 		Observer:    observer{a.metrics},
@@ -219,36 +254,64 @@ func (a *App) Start(ctx context.Context) (err error) {
 
 	a.retention = retention.New(retention.Config{Pool: a.pool, Logger: a.log, Retention: a.cfg.Retention, Slot: a.cfg.Slot})
 	a.retention.Start(ctx)
-
-	if a.cfg.AdminAddr != "off" {
-		var prefixes []netip.Prefix
-		for _, c := range a.cfg.AllowCIDRs {
-			prefixes = append(prefixes, netip.MustParsePrefix(strings.TrimSpace(c)))
-		}
-		a.admin, err = admin.New(admin.Config{
-			Addr:          a.cfg.AdminAddr,
-			Pool:          a.pool,
-			Logger:        a.log,
-			OperatorToken: a.cfg.AdminToken,
-			Metrics:       a.metrics,
-			Tester:        tester{a.dispatcher},
-			Ready:         a.ready,
-			AllowCIDRs:    prefixes,
-			Static:        a.cfg.Console,
-		})
-		if err != nil {
-			return err
-		}
-		if err := a.admin.Start(ctx); err != nil {
-			return err
-		}
-	}
+	a.phase.Store(phaseRunning)
 	return nil
 }
 
-// ready is /readyz: the database answers, this relay streams the slot or
-// stands by behind the one that does, and the slot has not lost WAL.
+// connectOnce is one attempt to reach the database: a session that passes
+// authentication and answers a query, within connectTimeout.
+func (a *App) connectOnce(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, a.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.Ping(ctx)
+}
+
+// connectTimeout bounds one attempt, so a server that drops packets (no
+// answer at all) costs a retry, not the operating system's TCP timeout.
+const connectTimeout = 10 * time.Second
+
+// startAdmin opens the admin server before anything else, so that
+// /healthz answers (and /readyz says why not) while relay waits for its
+// database.
+func (a *App) startAdmin(ctx context.Context) error {
+	if a.cfg.AdminAddr == "off" {
+		return nil
+	}
+	var prefixes []netip.Prefix
+	for _, c := range a.cfg.AllowCIDRs {
+		prefixes = append(prefixes, netip.MustParsePrefix(strings.TrimSpace(c)))
+	}
+	var err error
+	a.admin, err = admin.New(admin.Config{
+		Addr:          a.cfg.AdminAddr,
+		Pool:          a.pool,
+		Logger:        a.log,
+		OperatorToken: a.cfg.AdminToken,
+		Metrics:       a.metrics,
+		Tester:        tester{a},
+		Health:        a.health,
+		Ready:         a.ready,
+		AllowCIDRs:    prefixes,
+		Static:        a.cfg.Console,
+	})
+	if err != nil {
+		return err
+	}
+	return a.admin.Start(ctx)
+}
+
+// ready is /readyz: relay has finished starting, the database answers,
+// this relay streams the slot or stands by behind the one that does, and
+// the slot has not lost WAL.
 func (a *App) ready(ctx context.Context) error {
+	if err := a.startupState(); err != nil {
+		return err
+	}
 	if err := a.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("database unreachable: %w", err)
 	}
@@ -286,6 +349,7 @@ func (a *App) Dispatcher() *dispatch.Dispatcher { return a.dispatcher }
 // finish until ctx ends (then cancel them), stop retention and the admin
 // server, close the pool. It is safe on a partly started App.
 func (a *App) Stop(ctx context.Context) {
+	a.phase.Store(phaseStopping)
 	if a.stream != nil {
 		a.stream.Stop()
 	}
@@ -344,10 +408,13 @@ func newDeliveryPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 }
 
 // tester adapts the dispatcher's test delivery to the admin API.
-type tester struct{ d *dispatch.Dispatcher }
+type tester struct{ a *App }
 
 func (t tester) Test(ctx context.Context, id int64) (admin.TestResult, error) {
-	r, err := t.d.Test(ctx, id)
+	if err := t.a.startupState(); err != nil {
+		return admin.TestResult{}, err
+	}
+	r, err := t.a.dispatcher.Test(ctx, id)
 	if err != nil {
 		if errors.Is(err, dispatch.ErrSubscriptionNotFound) {
 			return admin.TestResult{}, subscriptions.ErrNotFound
@@ -366,3 +433,30 @@ func (o observer) AttemptDone(outcome string, d time.Duration) {
 }
 
 func (o observer) Delivered(d time.Duration) { o.m.CommitToDelivered.Observe(d.Seconds()) }
+
+// timeoutCounter counts the attempts that timed out
+// (relay_delivery_timeouts_total) as they come back from the sender, the
+// one place that knows an attempt got no answer in time.
+type timeoutCounter struct {
+	dispatch.Sender
+	m *metrics.Metrics
+}
+
+func (t timeoutCounter) Send(ctx context.Context, r send.Request) send.Result {
+	res := t.Sender.Send(ctx, r)
+	if res.StatusCode == 0 && isTimeout(res.Err) {
+		t.m.AddTimeout()
+	}
+	return res
+}
+
+func isTimeout(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

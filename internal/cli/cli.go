@@ -11,10 +11,16 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/pgoutbox/relay/internal/buildinfo"
 )
 
-// Version is relay's version, set at build time with -ldflags.
-var Version = "0.1.0-dev"
+// Version is relay's module version, from the binary's build information
+// (see internal/buildinfo).
+var Version = buildinfo.Read().Version
+
+// userAgent is the User-Agent of every delivery this process sends.
+func userAgent() string { return buildinfo.Read().UserAgent() }
 
 // ExitError carries the process exit code of a failed command: 2 for usage
 // errors (bad flags or arguments), 1 for everything else.
@@ -95,7 +101,7 @@ func (c *CLI) Run(ctx context.Context, args []string) error {
 		return nil
 	}
 	if args[0] == "version" || args[0] == "--version" {
-		fmt.Fprintf(c.Stdout, "relay %s\n", Version)
+		fmt.Fprintln(c.Stdout, buildinfo.Read())
 		return nil
 	}
 	cmd, ok := commands[args[0]]

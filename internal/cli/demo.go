@@ -108,7 +108,7 @@ func (c *CLI) demo(ctx context.Context, args []string) error {
 	}
 	a, err := app.New(app.Config{
 		DatabaseURL: dbURL, AdminAddr: addr, AdminToken: token, AllowCIDRs: []string{"127.0.0.0/8"},
-		Migrate: true, Console: console.Files(), UserAgent: "relay/" + Version, Logger: log,
+		Migrate: true, Console: console.Files(), UserAgent: userAgent(), Logger: log,
 		ShutdownTimeout: 5 * time.Second,
 	})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgoutbox/relay/internal/app"
 	"github.com/pgoutbox/relay/internal/console"
+	"github.com/pgoutbox/relay/internal/dbwait"
 	"github.com/pgoutbox/relay/internal/embedded"
 	"github.com/pgoutbox/relay/internal/pgcluster"
 )
@@ -33,6 +34,7 @@ type runFlags struct {
 	allowCIDRs                                                     stringList
 	concurrency, embeddedPort                                      int
 	retention, shutdownTimeout                                     time.Duration
+	waitForDatabase                                                waitDuration
 	logLevel, logFormat                                            string
 	migrate                                                        bool
 }
@@ -47,6 +49,30 @@ func (s *stringList) Set(v string) error {
 			*s = append(*s, p)
 		}
 	}
+	return nil
+}
+
+// waitDuration is --wait-for-database: "forever" or a duration, 0 meaning
+// no waiting at all.
+type waitDuration time.Duration
+
+func (w *waitDuration) String() string {
+	if time.Duration(*w) < 0 {
+		return "forever"
+	}
+	return time.Duration(*w).String()
+}
+
+func (w *waitDuration) Set(v string) error {
+	if strings.EqualFold(strings.TrimSpace(v), "forever") {
+		*w = waitDuration(app.WaitForever)
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return fmt.Errorf("%q: want forever, 0 or a duration such as 2m", v)
+	}
+	*w = waitDuration(d)
 	return nil
 }
 
@@ -110,6 +136,13 @@ func (c *CLI) runFlagSet(name, synopsis string) (*runFlagSetT, error) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight deliveries may finish after the first signal")
 	fs.StringVar(&f.logLevel, "log-level", c.envOr("RELAY_LOG_LEVEL", "info"), "debug, info, warn or error (env RELAY_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", c.envOr("RELAY_LOG_FORMAT", "auto"), "json, console, or auto (console on a terminal) (env RELAY_LOG_FORMAT)")
+	f.waitForDatabase = waitDuration(app.WaitForever)
+	if v := c.getenv("RELAY_WAIT_FOR_DATABASE"); v != "" {
+		if err := f.waitForDatabase.Set(v); err != nil {
+			return nil, usageError("RELAY_WAIT_FOR_DATABASE=%v", err)
+		}
+	}
+	fs.Var(&f.waitForDatabase, "wait-for-database", "how long to wait at start for the database to accept connections: forever, 0 (fail at once) or a duration (env RELAY_WAIT_FOR_DATABASE)")
 	fs.BoolVar(&f.migrate, "migrate", true, "apply pending migrations at start; false refuses to start on a pending migration")
 	return &runFlagSetT{fs, f}, nil
 }
@@ -161,7 +194,7 @@ func (c *CLI) run(ctx context.Context, args []string) error {
 		AdminAddr: f.adminAddr, AdminToken: f.adminToken, AllowCIDRs: f.allowCIDRs,
 		Concurrency: f.concurrency, Retention: f.retention, Migrate: f.migrate,
 		ShutdownTimeout: f.shutdownTimeout, Console: console.Files(),
-		UserAgent: "relay/" + Version, Logger: log,
+		UserAgent: userAgent(), Logger: log, WaitForDatabase: time.Duration(f.waitForDatabase),
 	}
 	// Validate before starting an embedded server, so bad flags cost nothing.
 	probe := cfg
@@ -224,6 +257,16 @@ func (c *CLI) serve(ctx context.Context, cfg app.Config, log zerolog.Logger) err
 		return &ExitError{Code: 2, Err: err}
 	}
 	if err := a.Start(ctx); err != nil {
+		var authErr *dbwait.AuthError
+		switch {
+		case errors.As(err, &authErr):
+			// Waiting or restarting cannot fix a refused password: exit 2,
+			// as for any other configuration error.
+			return &ExitError{Code: 2, Err: err}
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			log.Info().Msg("stopped before the database could be reached")
+			return nil
+		}
 		return err
 	}
 	if addr := a.AdminAddr(); addr != "" {

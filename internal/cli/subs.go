@@ -789,7 +789,7 @@ func (c *CLI) subsTest(ctx context.Context, a *subsAction, args []string) error 
 		return err
 	}
 	defer pool.Close()
-	sender := send.New(send.Config{Guard: guard, UserAgent: "relay/" + Version})
+	sender := send.New(send.Config{Guard: guard, UserAgent: userAgent()})
 	defer sender.CloseIdleConnections()
 	d, err := dispatch.New(dispatch.Config{Pool: pool, Sender: sender, Logger: zerolog.Nop()})
 	if err != nil {

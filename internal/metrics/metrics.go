@@ -6,6 +6,7 @@
 //
 //	relay_events_captured_total                     counter   events read from the slot and fanned out
 //	relay_delivery_attempts_total{outcome}          counter   HTTP attempts by outcome: succeeded, retry, failed
+//	relay_delivery_timeouts_total                   counter   HTTP attempts that got no answer within the timeout
 //	relay_delivery_attempt_duration_seconds         histogram duration of one HTTP attempt
 //	relay_commit_to_delivered_seconds               histogram from the event's commit to its 2xx answer
 //	relay_database_up                               gauge     1 when the scrape-time queries succeeded
@@ -17,6 +18,8 @@
 //	relay_oldest_pending_age_seconds                gauge     age of the oldest pending or delivering delivery (0 if none)
 //	relay_subscriptions{state}                      gauge     subscriptions by state: enabled (and healthy),
 //	                                                          failing (enabled, consecutive_failures > 0), disabled
+//	relay_ready                                     gauge     1 when /readyz would answer 200 (see RegisterReadiness)
+//	relay_build_info{version,commit,go_version}     gauge     always 1; the labels say which build runs
 //
 // relay_deliveries leaves succeeded rows out on purpose: counting them would
 // scan the whole table on every scrape, and the attempts counter already
@@ -40,6 +43,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pgoutbox/relay/internal/buildinfo"
 )
 
 // Attempt outcomes, the values of the outcome label of
@@ -62,6 +67,10 @@ type Metrics struct {
 	// Deliveries counts delivery attempts by outcome label: succeeded,
 	// retry or failed (relay_delivery_attempts_total).
 	Deliveries *prometheus.CounterVec
+	// Timeouts counts HTTP attempts that ended without an answer because
+	// the subscription's timeout passed (relay_delivery_timeouts_total).
+	// Every one is also counted in Deliveries, usually as retry.
+	Timeouts prometheus.Counter
 	// AttemptDuration observes the seconds one HTTP attempt took
 	// (relay_delivery_attempt_duration_seconds).
 	AttemptDuration prometheus.Histogram
@@ -84,6 +93,10 @@ func New(pool *pgxpool.Pool, slot string) *Metrics {
 			Name: "relay_delivery_attempts_total",
 			Help: "HTTP delivery attempts by outcome: succeeded (2xx), retry (will be retried), failed (given up).",
 		}, []string{"outcome"}),
+		Timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_delivery_timeouts_total",
+			Help: "HTTP delivery attempts that got no answer within the subscription's timeout (also counted in relay_delivery_attempts_total).",
+		}),
 		AttemptDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "relay_delivery_attempt_duration_seconds",
 			Help:    "Duration of one HTTP delivery attempt, from sending the request to reading the answer.",
@@ -99,12 +112,54 @@ func New(pool *pgxpool.Pool, slot string) *Metrics {
 	for _, o := range []string{OutcomeSucceeded, OutcomeRetry, OutcomeFailed} {
 		m.Deliveries.WithLabelValues(o)
 	}
-	m.Registry.MustRegister(m.EventsCaptured, m.Deliveries, m.AttemptDuration, m.CommitToDelivered,
+	build := buildinfo.Read()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "relay_build_info",
+		Help:        "Always 1; the labels tell the module version, the commit and the Go release of the running relay.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.ShortCommit(), "go_version": build.GoVersion},
+	})
+	buildInfo.Set(1)
+	m.Registry.MustRegister(m.EventsCaptured, m.Deliveries, m.Timeouts, m.AttemptDuration, m.CommitToDelivered, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if pool != nil {
 		m.Registry.MustRegister(newDBCollector(pool, slot))
 	}
 	return m
+}
+
+// RegisterReadiness adds relay_ready: at every scrape check runs (bounded
+// by the scrape's database timeout) and the gauge reads 1 when it returns
+// nil, 0 otherwise. relay run passes the check behind /readyz, so an alert
+// can fire on a relay that is up but not ready (waiting for its database,
+// replication interrupted, slot lost) without probing /readyz. Call it at
+// most once. Safe on a nil *Metrics.
+func (m *Metrics) RegisterReadiness(check func(context.Context) error) {
+	if m == nil || check == nil {
+		return
+	}
+	m.Registry.MustRegister(readiness{check: check, desc: prometheus.NewDesc("relay_ready",
+		"1 when this relay is ready (what /readyz answers 200 to), 0 otherwise.", nil, nil)})
+}
+
+type readiness struct {
+	check func(context.Context) error
+	desc  *prometheus.Desc
+}
+
+func (r readiness) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+func (r readiness) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.GaugeValue, b2f(r.check(ctx) == nil))
+}
+
+// AddTimeout counts one attempt that timed out. Safe on a nil *Metrics.
+func (m *Metrics) AddTimeout() {
+	if m == nil {
+		return
+	}
+	m.Timeouts.Inc()
 }
 
 // AddEventsCaptured counts n captured events. Safe on a nil *Metrics.

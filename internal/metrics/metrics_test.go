@@ -238,3 +238,28 @@ func TestDatabaseDownDoesNotFailScrape(t *testing.T) {
 		t.Fatalf("exposition with the database down:\n%s", body)
 	}
 }
+
+func TestBuildInfoTimeoutsAndReadiness(t *testing.T) {
+	t.Parallel()
+	m := metrics.New(nil, "")
+	m.AddTimeout()
+	m.AddTimeout()
+	var notReady error = fmt.Errorf("waiting for the database")
+	m.RegisterReadiness(func(context.Context) error { return notReady })
+	body := scrape(t, m.Handler())
+	for _, want := range []string{"relay_delivery_timeouts_total 2", "relay_ready 0", `relay_build_info{commit="`, `go_version="go`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
+	if v := mustValue(t, m, "relay_build_info", nil); v != 1 {
+		t.Errorf("relay_build_info = %v", v)
+	}
+	notReady = nil
+	if v := mustValue(t, m, "relay_ready", nil); v != 1 {
+		t.Errorf("relay_ready once ready = %v", v)
+	}
+	var nilMetrics *metrics.Metrics
+	nilMetrics.AddTimeout()
+	nilMetrics.RegisterReadiness(func(context.Context) error { return nil })
+}

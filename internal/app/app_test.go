@@ -136,3 +136,69 @@ func TestAdminAPIOnARunningRelay(t *testing.T) {
 		t.Fatalf("readyz: %v %v", resp, err)
 	}
 }
+
+// TestTimeoutsAndBuildInfoInMetrics: an attempt that gets no answer within
+// the subscription's timeout counts in relay_delivery_timeouts_total (the
+// alert rules' timeout rate), and /metrics and /healthz tell which build runs.
+func TestTimeoutsAndBuildInfoInMetrics(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, `UPDATE relay.settings SET allow_http = true`)
+	release := make(chan struct{})
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer recv.Close()
+	defer close(release)
+	db.Exec(t, `INSERT INTO relay.subscriptions (name, url, event_types, timeout_ms, retry_schedule) VALUES ('slow', $1, '{*}', 1000, '{}')`, recv.URL)
+
+	a, err := app.New(app.Config{
+		DatabaseURL: db.URL, Slot: db.Name, AdminAddr: "127.0.0.1:0", AllowCIDRs: []string{"127.0.0.0/8"},
+		Migrate: true, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop(context.Background())
+	base := "http://" + a.AdminAddr()
+	db.Exec(t, `SELECT relay.emit('slow.event', '{}')`)
+
+	scrape := func() string {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	// The timeout is counted as the sender returns, the attempt once recorded.
+	for m := scrape(); !strings.Contains(m, "relay_delivery_timeouts_total 1") || !strings.Contains(m, `relay_delivery_attempts_total{outcome="failed"} 1`); m = scrape() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no timeout counted:\n%s", scrape())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	body := scrape()
+	for _, want := range []string{"relay_ready 1", "relay_build_info{"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var health map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&health)
+	resp.Body.Close()
+	if health["status"] != "ok" || health["state"] != "running" || health["version"] == nil || health["go_version"] == nil || health["commit"] == nil {
+		t.Fatalf("/healthz: %v", health)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -362,5 +363,84 @@ func TestSenderSpeaksHTTP2WhenOffered(t *testing.T) {
 		if p := <-protos; p != 2 {
 			t.Fatalf("receiver saw HTTP/%d, want HTTP/2", p)
 		}
+	}
+}
+
+// staleServer answers the first request of each connection and keeps the
+// connection open; a later request on it is read and the connection
+// closed without an answer, as a receiver does that closed a keep-alive
+// connection just as the request arrived, or restarted. The client cannot
+// see it coming: the connection looked alive while idle.
+func staleServer(t *testing.T) (url string, requests, conns *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	requests, conns = new(atomic.Int64), new(atomic.Int64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					requests.Add(1)
+					if n > 0 {
+						return // gone before answering
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/hook", requests, conns
+}
+
+// A request that fails on a reused keep-alive connection before any answer
+// arrived is sent again at once, ending on a fresh connection: the attempt
+// succeeds, with no retry interval.
+func TestSenderResendsAtOnceAfterStaleConnection(t *testing.T) {
+	t.Parallel()
+	url, requests, conns := staleServer(t)
+	s := testSender(t, Config{}, false)
+	const parallel = 4
+	// Open four keep-alive connections, each answered once.
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range parallel {
+		wg.Go(func() {
+			<-start
+			if res := s.Send(context.Background(), Request{URL: url, Body: []byte(`{}`), AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 {
+				t.Errorf("first send: %+v", res)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	opened := conns.Load()
+	// Every idle connection is now stale: each send meets one (or more),
+	// then succeeds on a fresh connection.
+	for i := range parallel {
+		res := s.Send(context.Background(), Request{URL: url, Body: []byte(`{}`), Header: http.Header{"Webhook-Id": {fmt.Sprint(i)}}, AllowHTTP: true})
+		if res.Err != nil || res.StatusCode != 200 || res.ResponseBody != "ok" {
+			t.Fatalf("send %d after the connections went stale: %+v", i, res)
+		}
+	}
+	if conns.Load() <= opened {
+		t.Errorf("no fresh connection was opened (%d before, %d after)", opened, conns.Load())
+	}
+	if requests.Load() <= int64(2*parallel) {
+		t.Errorf("the receiver saw %d requests; the stale connections should have carried some", requests.Load())
 	}
 }

@@ -38,6 +38,9 @@ type Event struct {
 	// CommitLSN and CommitTime are those of the event's transaction.
 	CommitLSN  pglogrepl.LSN
 	CommitTime time.Time
+	// DecodedAt is when the stream decoded the event, set only when
+	// Config.StampDecode asks for it (relay bench's latency breakdown).
+	DecodedAt time.Time
 }
 
 // Handler makes events durable, typically by writing deliveries. The stream

@@ -68,6 +68,10 @@ type Config struct {
 	// whatever it says, with a *dbwait.AuthError.
 	WaitForDatabase time.Duration
 	Logger          zerolog.Logger
+	// Tracer, when set, receives the clock points of every delivery
+	// (relay bench's latency breakdown: bench-relay --stage-trace); nil,
+	// the default, takes none.
+	Tracer dispatch.Tracer
 }
 
 // WaitForever, as Config.WaitForDatabase, waits for the database until the
@@ -221,6 +225,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Logger:      a.log,
 		Concurrency: a.cfg.Concurrency,
 		Observer:    observer{a.metrics},
+		Tracer:      a.cfg.Tracer,
 	})
 	if err != nil {
 		return err
@@ -237,6 +242,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Slot:        a.cfg.Slot,
 		Publication: a.cfg.Publication,
 		Logger:      a.log,
+		StampDecode: a.cfg.Tracer != nil,
 		Handler: outbox.HandlerFunc(func(ctx context.Context, evs []outbox.Event) error {
 			if err := fan.HandleEvents(ctx, evs); err != nil {
 				return err

@@ -68,3 +68,51 @@ func TestBenchUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchLatencyBreakdown runs the latency scenario briefly and checks
+// that relay's clock points came back for every event, in the order a
+// delivery passes them (per event, so their medians are ordered too). It
+// asserts no timing.
+func TestBenchLatencyBreakdown(t *testing.T) {
+	srv := pgtest.Start(t)
+	t.Setenv(childEnv, "1")
+	var out, errb bytes.Buffer
+	c := &cli.CLI{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+	err := c.Run(context.Background(), []string{"bench", "--only", "latency", "--latency-duration", "1s", "--rate", "200", "--json", "--database-url", srv.AdminURL})
+	if err != nil {
+		t.Fatalf("relay bench: %v\n%s", err, errb.String())
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("output is not the JSON report: %v\n%s", err, out.String())
+	}
+	la := rep.Latency
+	if la == nil || la.Breakdown == nil {
+		t.Fatalf("report %+v: want the latency scenario with its breakdown", rep)
+	}
+	b := la.Breakdown
+	if la.Events != 200 || b.Traced != la.Events || la.Check.Missing != 0 {
+		t.Fatalf("%d events, %d traced, check %+v", la.Events, b.Traced, la.Check)
+	}
+	at := map[string]bench.StagePoint{}
+	for _, p := range b.Points {
+		at[p.Name] = p
+	}
+	for _, name := range []string{"WAL decoded", "handed over", "request start", "receipt", "answer", "recorded"} {
+		if p, ok := at[name]; !ok || p.Events == 0 {
+			t.Errorf("clock point %q missing: %+v", name, b.Points)
+		}
+	}
+	if at["fan-out sent"].Events != b.HandedOver || at["fan-out committed"].Events != b.HandedOver {
+		t.Errorf("fan-out points for %d/%d events, want the %d handed over", at["fan-out sent"].Events, at["fan-out committed"].Events, b.HandedOver)
+	}
+	order := []string{"handed over", "request start", "answer", "recorded"}
+	for i := 1; i < len(order); i++ {
+		if a, z := at[order[i-1]].FromCommit.P50, at[order[i]].FromCommit.P50; z < a {
+			t.Errorf("%s (p50 %.3f ms) before %s (p50 %.3f ms)", order[i], z, order[i-1], a)
+		}
+	}
+	if b.SyscallsPerEvent <= 0 || b.ContextSwitchesPerEvent <= 0 || b.WALBytesPerEvent <= 0 {
+		t.Errorf("per-event counts %+v", b)
+	}
+}

@@ -224,3 +224,10 @@ func cpuModel() string {
 	}
 	return "unknown"
 }
+
+// walLSN is the server's current WAL write position, in bytes.
+func (db *benchDB) walLSN(ctx context.Context) (int64, error) {
+	var n int64
+	err := db.pool.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0')::bigint`).Scan(&n)
+	return n, err
+}

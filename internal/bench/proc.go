@@ -132,6 +132,9 @@ func (c *child) stop(timeout time.Duration) error {
 type relayProc struct {
 	*child
 	started time.Time
+	// stageTrace is the file relay writes its clock points to when it
+	// stops ("" when it takes none).
+	stageTrace string
 }
 
 // relayArgs are the flags every benchmarked relay runs with.
@@ -141,14 +144,28 @@ func relayArgs(dbURL, slot string, concurrency int, logLevel string) []string {
 		"--concurrency", strconv.Itoa(concurrency)}
 }
 
+// tracedScenarios take relay's clock points (bench-relay --stage-trace).
+// Only the latency scenario does: the others measure relay's throughput
+// and CPU exactly as it is deployed, without the clock reads.
+var tracedScenarios = map[string]bool{"latency": true}
+
 func (b *runner) startRelay(dbURL, slot, tag string) (*relayProc, error) {
 	args := relayArgs(dbURL, slot, b.cfg.Concurrency, b.cfg.RelayLogLevel)
+	var wrap []string
 	if b.cfg.ProfileDir != "" {
 		prof, err := filepath.Abs(filepath.Join(b.cfg.ProfileDir, "relay-"+tag+".cpu.pprof"))
 		if err != nil {
 			return nil, err
 		}
-		args = append([]string{"bench-relay", "--cpuprofile", prof, "--"}, args...)
+		wrap = append(wrap, "--cpuprofile", prof)
+	}
+	trace := ""
+	if tracedScenarios[tag] {
+		trace = filepath.Join(b.dir, "relay-"+tag+".stages.jsonl")
+		wrap = append(wrap, "--stage-trace", trace)
+	}
+	if len(wrap) > 0 {
+		args = append(append(append([]string{"bench-relay"}, wrap...), "--"), args...)
 	}
 	started := time.Now()
 	c, out, err := startChild("relay", b.exe, b.cfg.ChildEnv, filepath.Join(b.dir, "relay-"+tag+".log"), args...)
@@ -157,7 +174,7 @@ func (b *runner) startRelay(dbURL, slot, tag string) (*relayProc, error) {
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	c.reap()
-	return &relayProc{child: c, started: started}, nil
+	return &relayProc{child: c, started: started, stageTrace: trace}, nil
 }
 
 // receiverProc is the `relay bench-receiver` process and a client of its

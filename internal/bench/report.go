@@ -234,6 +234,9 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "Latency from created_at (before commit) instead: p50 %.2f / p90 %.2f / p99 %.2f / max %.2f ms; %d of %d events were begun >5ms late by the producers.\n",
 			c.P50, c.P90, c.P99, c.Max, la.Late, la.Events)
 	}
+	if la := r.Latency; la != nil && la.Breakdown != nil {
+		la.Breakdown.write(w)
+	}
 	if lv := r.Live; lv != nil {
 		fmt.Fprintf(w, "Live commit→receipt under saturation: p50 %.2f / p99 %.2f / max %.2f ms.\n", lv.Latency.P50, lv.Latency.P99, lv.Latency.Max)
 	}
@@ -296,4 +299,22 @@ func splitOfFanout(f *FanoutResult) *CPUSplit {
 		return nil
 	}
 	return &f.CPU
+}
+
+// write prints the latency breakdown: each clock point from the
+// producer's commit, and from the point before it.
+func (b *Breakdown) write(w io.Writer) {
+	fmt.Fprintf(w, "\nLatency breakdown (%d events traced, %d handed over by fan-out; ms, p50 / p90 / p99):\n", b.Traced, b.HandedOver)
+	fmt.Fprintf(w, "  %-18s %-26s %s\n", "clock point", "from commit", "from the point before")
+	for _, p := range b.Points {
+		if p.Events == 0 {
+			fmt.Fprintf(w, "  %-18s (not passed)\n", p.Name)
+			continue
+		}
+		fmt.Fprintf(w, "  %-18s %-26s %s\n", p.Name,
+			fmt.Sprintf("%.2f / %.2f / %.2f", p.FromCommit.P50, p.FromCommit.P90, p.FromCommit.P99),
+			fmt.Sprintf("%.2f / %.2f / %.2f", p.Step.P50, p.Step.P90, p.Step.P99))
+	}
+	fmt.Fprintf(w, "  per event: relay %.1f context switches, %.1f read/write system calls; PostgreSQL %.0f bytes of WAL (the insert included)\n",
+		b.ContextSwitchesPerEvent, b.SyscallsPerEvent, b.WALBytesPerEvent)
 }

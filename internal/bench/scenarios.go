@@ -401,9 +401,11 @@ type LatencyResult struct {
 	// CreatedToReceipt is from the row's created_at (now() of the
 	// inserting transaction, taken before its commit) to the receipt.
 	CreatedToReceipt Latencies `json:"created_to_receipt"`
-	Check            Check     `json:"check"`
-	Cost             Cost      `json:"cost"`
-	CPU              CPUSplit  `json:"cpu_split"`
+	// Breakdown is where the time went, from relay's clock points.
+	Breakdown *Breakdown `json:"breakdown,omitempty"`
+	Check     Check      `json:"check"`
+	Cost      Cost       `json:"cost"`
+	CPU       CPUSplit   `json:"cpu_split"`
 }
 
 func (b *runner) latency(ctx context.Context) error {
@@ -425,6 +427,11 @@ func (b *runner) latency(ctx context.Context) error {
 		return err
 	}
 	s0 := b.snapCPU(rp)
+	pc0 := readProcCounters(rp.pid())
+	wal0, err := db.walLSN(ctx)
+	if err != nil {
+		return err
+	}
 	b.progress("%d events/s for %s", b.cfg.Rate, b.cfg.LatencyDuration)
 	res, late, err := producePaced(ctx, db.pool, b.cfg.Rate, b.cfg.LatencyDuration, 8)
 	if err != nil {
@@ -437,11 +444,37 @@ func (b *runner) latency(ctx context.Context) error {
 		return err
 	}
 	split := b.cpuSince(s0, rp)
+	pc1 := readProcCounters(rp.pid())
+	wal1, err := db.walLSN(ctx)
+	if err != nil {
+		return err
+	}
 	u1, err := rp.usage()
 	if err != nil {
 		return err
 	}
 	b.notePeak(u1)
+	// relay writes its clock points when it stops.
+	if err := rp.stop(30 * time.Second); err != nil {
+		return err
+	}
+	var bd *Breakdown
+	if rp.stageTrace != "" {
+		stages, err := readStageLog(rp.stageTrace)
+		if err != nil {
+			return err
+		}
+		rep, err := b.recv.report(ctx)
+		if err != nil {
+			return err
+		}
+		bd = breakdown(res.samples, stages, rep)
+		if n := float64(len(res.samples)); n > 0 {
+			bd.ContextSwitchesPerEvent = float64(pc1.switches-pc0.switches) / n
+			bd.SyscallsPerEvent = float64(pc1.syscalls-pc0.syscalls) / n
+			bd.WALBytesPerEvent = float64(wal1-wal0) / n
+		}
+	}
 	rep, err := b.recv.report(ctx)
 	if err != nil {
 		return err
@@ -469,6 +502,7 @@ func (b *runner) latency(ctx context.Context) error {
 		Late:             late,
 		CommitToReceipt:  latencies(res.samples, rep),
 		CreatedToReceipt: latencies(cs, rep),
+		Breakdown:        bd,
 		Check:            c,
 		Cost:             newCost(u1.CPU-u0.CPU, len(ids), u1, false),
 		CPU:              split,

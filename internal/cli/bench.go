@@ -17,7 +17,7 @@ import (
 func init() {
 	register("bench", "measure relay end to end on this machine (drain, live, latency, fan-out, write overhead, cost, limits)", (*CLI).bench)
 	register("bench-receiver", "internal: the webhook receiver process of relay bench", (*CLI).benchReceiver)
-	register("bench-relay", "internal: relay run with a CPU profile, for relay bench --profile-dir", (*CLI).benchRelay)
+	register("bench-relay", "internal: relay run with a CPU profile or clock points, for relay bench", (*CLI).benchRelay)
 }
 
 func (c *CLI) bench(ctx context.Context, args []string) error {
@@ -101,30 +101,46 @@ func (c *CLI) benchReceiver(ctx context.Context, args []string) error {
 	return bench.ServeReceiver(ctx, *addr, c.Stdout)
 }
 
-// benchRelay is `relay run` under a CPU profile: bench-relay --cpuprofile
-// FILE -- run [flags].
+// benchRelay is `relay run` under a CPU profile, with the clock points of
+// every delivery written to a file at exit, or both: bench-relay
+// [--cpuprofile FILE] [--stage-trace FILE] -- run [flags].
 func (c *CLI) benchRelay(ctx context.Context, args []string) error {
-	fs := c.newFlagSet("bench-relay", "bench-relay --cpuprofile FILE -- run [flags]")
+	fs := c.newFlagSet("bench-relay", "bench-relay [--cpuprofile FILE] [--stage-trace FILE] -- run [flags]")
 	path := fs.String("cpuprofile", "", "write a CPU profile here")
+	tracePath := fs.String("stage-trace", "", "write the clock points of every delivery here when relay stops (JSON lines)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	rest := fs.Args()
-	if *path == "" || len(rest) == 0 || rest[0] != "run" {
-		return usageError("want --cpuprofile FILE -- run [flags]")
+	if len(rest) == 0 || rest[0] != "run" {
+		return usageError("want [--cpuprofile FILE] [--stage-trace FILE] -- run [flags]")
 	}
-	f, err := os.Create(*path)
-	if err != nil {
-		return err
+	var stages *bench.StageLog
+	if *tracePath != "" {
+		stages = bench.NewStageLog()
+		c.tracer = stages
 	}
-	defer f.Close()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return fmt.Errorf("starting CPU profile: %w", err)
+	if *path != "" {
+		f, err := os.Create(*path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("starting CPU profile: %w", err)
+		}
 	}
-	err = c.run(ctx, rest[1:])
-	pprof.StopCPUProfile()
+	err := c.run(ctx, rest[1:])
+	if *path != "" {
+		pprof.StopCPUProfile()
+	}
 	if errors.Is(err, context.Canceled) {
 		err = nil
+	}
+	if stages != nil {
+		if werr := stages.WriteFile(*tracePath); werr != nil && err == nil {
+			err = werr
+		}
 	}
 	return err
 }

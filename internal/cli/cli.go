@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/pgoutbox/relay/internal/buildinfo"
+	"github.com/pgoutbox/relay/sink/dispatch"
 )
 
 // Version is relay's module version, from the binary's build information
@@ -59,6 +60,9 @@ type CLI struct {
 	Stdin  io.Reader
 	// Getenv reads RELAY_* settings; os.Getenv when nil.
 	Getenv func(string) string
+
+	// tracer is given to the App of relay run by bench-relay --stage-trace.
+	tracer dispatch.Tracer
 }
 
 // New returns a CLI on the process's standard streams and environment.

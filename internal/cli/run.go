@@ -194,7 +194,7 @@ func (c *CLI) run(ctx context.Context, args []string) error {
 		AdminAddr: f.adminAddr, AdminToken: f.adminToken, AllowCIDRs: f.allowCIDRs,
 		Concurrency: f.concurrency, Retention: f.retention, Migrate: f.migrate,
 		ShutdownTimeout: f.shutdownTimeout, Console: console.Files(),
-		UserAgent: userAgent(), Logger: log, WaitForDatabase: time.Duration(f.waitForDatabase),
+		UserAgent: userAgent(), Logger: log, WaitForDatabase: time.Duration(f.waitForDatabase), Tracer: c.tracer,
 	}
 	// Validate before starting an embedded server, so bad flags cost nothing.
 	probe := cfg

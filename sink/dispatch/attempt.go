@@ -43,6 +43,8 @@ type job struct {
 	// sendBy is when a queued job becomes too old to start: its lease
 	// could run out before its request ends.
 	sendBy time.Time
+	// stages holds its clock points when the dispatcher traces, else nil.
+	stages *Stages
 }
 
 // result is the outcome of one attempt, waiting to be recorded.
@@ -71,9 +73,15 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) *result {
 			res = send.Result{Err: err}
 		} else {
 			settings, _ := d.currentSettings(ctx, false)
+			if j.stages != nil {
+				j.stages.RequestStart = time.Now()
+			}
 			res = d.cfg.Sender.Send(ctx, send.Request{
 				URL: j.url, Body: body, Header: header, Timeout: j.timeout, AllowHTTP: settings.AllowHTTP,
 			})
+			if j.stages != nil {
+				j.stages.Answered = time.Now()
+			}
 		}
 	}
 	if ctx.Err() != nil && res.StatusCode == 0 {

@@ -102,6 +102,12 @@ func (d *Dispatcher) admit(ctx context.Context, jobs []*job, settings Settings, 
 			continue
 		}
 		j.sendBy = sendBy
+		if d.cfg.Tracer != nil {
+			if j.stages == nil {
+				j.stages = &Stages{}
+			}
+			j.stages.HandedOver = time.Now()
+		}
 		d.enqueueLocked(j)
 	}
 	d.mu.Unlock()

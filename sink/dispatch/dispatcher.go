@@ -92,6 +92,9 @@ type Config struct {
 	Jitter func() float64
 	// Observer receives measurements; nil means none.
 	Observer Observer
+	// Tracer, when set, receives the clock points of every recorded
+	// attempt (relay bench's latency breakdown); nil takes none.
+	Tracer Tracer
 }
 
 // Dispatcher claims due deliveries, sends them and records every attempt.

@@ -74,6 +74,10 @@ type Claimed struct {
 	Payload            []byte  // the event's jsonb, as text
 	Headers            []byte  // the event's custom headers (jsonb text), nil for none
 	CreatedAt          time.Time
+
+	// Stages holds the clock points fan-out took, when the dispatcher
+	// traces (Dispatcher.Tracing); nil otherwise.
+	Stages *Stages
 }
 
 // Accept takes the committed deliveries claimed under h and ends the
@@ -95,6 +99,7 @@ func (h *Handoff) Accept(ctx context.Context, claimed []Claimed) error {
 			deliveryID: c.DeliveryID, subID: c.SubscriptionID,
 			eventID: c.EventID, eventType: c.EventType, owner: c.Owner, key: c.Key,
 			payload: c.Payload, eventHeaders: c.Headers, eventCreatedAt: c.CreatedAt,
+			stages: c.Stages,
 		}
 		jobs[i] = &all[i]
 		want[c.SubscriptionID] = c.SubscriptionUpdatedAt

@@ -78,9 +78,18 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	return nil
 }
 
-// recorded counts a committed batch and tells the observer.
+// recorded counts a committed batch and tells the observer and the tracer.
 func (d *Dispatcher) recorded(batch []*result, attempts int) {
 	d.attempts.Add(int64(attempts))
+	if t := d.cfg.Tracer; t != nil {
+		now := time.Now()
+		for _, r := range batch {
+			if s := r.job.stages; s != nil && !r.released && !r.requeue {
+				s.Recorded = now
+				t.Traced(r.job.eventID, s)
+			}
+		}
+	}
 	if d.cfg.Observer != nil {
 		for _, r := range batch {
 			if r.released || r.requeue {

@@ -217,8 +217,12 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 		}
 	}
 	var h *dispatch.Handoff
+	var fanoutStart time.Time
 	if d := f.cfg.Dispatcher; d != nil {
 		h = d.ReserveHandoff(ctx)
+		if h != nil && d.Tracing() {
+			fanoutStart = time.Now()
+		}
 	}
 	var created, pending int64
 	var claimed []dispatch.Claimed
@@ -266,6 +270,12 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 		return 0, fmt.Errorf("inserting deliveries: %w", err)
 	}
 	if h != nil {
+		if !fanoutStart.IsZero() {
+			committed := time.Now()
+			for i := range claimed {
+				claimed[i].Stages.FanoutStart, claimed[i].Stages.FanoutCommit = fanoutStart, committed
+			}
+		}
 		if err := h.Accept(ctx, claimed); err != nil {
 			// The deliveries are committed and claimed: their lease runs
 			// out and they are sent then. Fan-out itself succeeded.
@@ -293,6 +303,7 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, events
 		return 0, 0, nil, err
 	}
 	defer rows.Close()
+	tracing := f.cfg.Dispatcher.Tracing()
 	byID := make(map[string]*outbox.Event, len(events))
 	for i := range events {
 		byID[events[i].EventID] = &events[i]
@@ -318,6 +329,9 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, events
 			EventID: ev.EventID, EventType: ev.Type, Owner: ev.Owner, Key: ev.Key,
 			Payload: ev.Payload, Headers: ev.Headers, CreatedAt: ev.CreatedAt,
 		})
+		if tracing {
+			claimed[len(claimed)-1].Stages = &dispatch.Stages{Decoded: ev.DecodedAt}
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return 0, 0, nil, err

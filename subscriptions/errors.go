@@ -46,6 +46,10 @@ const (
 	codeStringDataTooLong  = "22001"
 	codeNumericOutOfRange  = "22003"
 	codeIntervalFieldOverf = "22015"
+	// A text value PostgreSQL cannot store: NUL (U+0000) or bytes that are
+	// not UTF-8.
+	codeCharNotInRepertoire = "22021"
+	codeUntranslatableChar  = "22P05"
 )
 
 // translate maps pgx errors to this package's errors, once, at the store
@@ -77,6 +81,8 @@ func translate(err error) error {
 			msg = pe.ConstraintName
 		}
 		return &ValidationError{Field: field, Message: msg, Hint: pe.Hint}
+	case codeCharNotInRepertoire, codeUntranslatableChar:
+		return &ValidationError{Field: pe.ColumnName, Message: "text must not contain NUL (U+0000) or bytes that are not UTF-8", Hint: pe.Message}
 	}
 	return err
 }

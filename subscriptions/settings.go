@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -116,6 +117,14 @@ func (st *Store) UpdateSettings(ctx context.Context, u SettingsUpdate) (Settings
 	}
 	if u.Retention != nil && *u.Retention < time.Hour {
 		return Settings{}, invalid("retention", "retention must be at least 1 hour")
+	}
+	if u.PausedReason != nil {
+		if n := utf8.RuneCountInString(*u.PausedReason); n > MaxReasonLength {
+			return Settings{}, invalid("paused_reason", fmt.Sprintf("paused_reason must be at most %d characters (got %d)", MaxReasonLength, n))
+		}
+		if err := checkText("paused_reason", "paused_reason", *u.PausedReason, allowNone); err != nil {
+			return Settings{}, err
+		}
 	}
 	var args []any
 	var sets []string

@@ -36,6 +36,13 @@ const (
 	MaxRetryDelay      = 7 * 24 * time.Hour
 	MaxNameLength      = 200
 	MaxURLLength       = 2000
+	// Limits of the free text a subscription carries, so that one row
+	// cannot make every attempt (or every page showing it) heavy.
+	MaxTemplateLength    = 10000
+	MaxHeaders           = 20
+	MaxHeaderNameLength  = 128
+	MaxHeaderValueLength = 4096
+	MaxReasonLength      = 500
 )
 
 // DefaultRetrySchedule is the schema's default: the first attempt plus three

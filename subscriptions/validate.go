@@ -5,10 +5,13 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgoutbox/relay/internal/hostaddr"
 )
 
 var (
@@ -94,7 +97,12 @@ var (
 //   - names a literal IP address that is loopback, private (RFC 1918),
 //     link-local, CGNAT (100.64.0.0/10), unique-local, site-local,
 //     multicast, reserved or unspecified, unless an allowCIDRs prefix covers
-//     it. IPv4-mapped IPv6 addresses are judged by their IPv4 address.
+//     it. IPv4-mapped IPv6 addresses are judged by their IPv4 address, and
+//     the shorthand IPv4 forms browsers and inet_aton accept (127.1,
+//     2130706433, 0x7f000001, 0177.0.0.1, 0, a trailing dot) by the address
+//     they name (see package hostaddr);
+//   - has a host that ends in a number but is no IPv4 address (1.2.3.4.5),
+//     which browsers refuse too.
 //
 // Host names are not resolved: the dial-time guard of package sink, which
 // checks every resolved address, is the real defence against SSRF (and DNS
@@ -131,11 +139,19 @@ func ValidateURL(raw string, allowHTTP bool, allowCIDRs []netip.Prefix) error {
 			return invalid("url", "url has an invalid port")
 		}
 	}
-	if addr, err := netip.ParseAddr(host); err == nil {
-		addr = addr.WithZone("").Unmap()
+	addr, literal, err := hostaddr.Parse(host)
+	if err != nil {
+		return invalid("url", fmt.Sprintf("url host %s is not a valid address: it ends in a number but is no IPv4 address", strconv.QuoteToASCII(host)))
+	}
+	if literal {
+		addr = addr.Unmap()
+		written := ""
+		if s := strings.TrimSuffix(host, "."); s != addr.String() && !strings.EqualFold(s, addr.String()) {
+			written = fmt.Sprintf(", written %s", host)
+		}
 		for _, f := range forbiddenPrefixes {
 			if f.prefix.Contains(addr) && !covered(allowCIDRs, addr) {
-				return invalid("url", fmt.Sprintf("url points to a %s address (%s); webhooks must reach public hosts (an operator can allow a range with --allow-cidr)", f.class, addr))
+				return invalid("url", fmt.Sprintf("url points to a %s address (%s%s); webhooks must reach public hosts (an operator can allow a range with --allow-cidr)", f.class, addr, written))
 			}
 		}
 		return nil
@@ -165,8 +181,8 @@ func covered(allow []netip.Prefix, a netip.Addr) bool {
 // ValidateURL. Time zones are left to the database, whose list is the
 // reference.
 func (p *CreateParams) Validate() error {
-	if p.Owner != nil && strings.TrimSpace(*p.Owner) == "" {
-		return invalid("owner", "owner must be null (operator) or a non-empty string")
+	if err := validateOwner(p.Owner); err != nil {
+		return err
 	}
 	if err := validateName(p.Name); err != nil {
 		return err
@@ -186,6 +202,9 @@ func (p *CreateParams) Validate() error {
 		}
 	}
 	if err := validateHeaders(p.Headers); err != nil {
+		return err
+	}
+	if err := validateTemplate(p.Template); err != nil {
 		return err
 	}
 	if p.TimeoutMS != 0 {
@@ -234,6 +253,12 @@ func (p *UpdateParams) Validate() error {
 			return err
 		}
 	}
+	if err := validateTemplate(p.Template); err != nil {
+		return err
+	}
+	if err := validateDisabledReason(p.DisabledReason); err != nil {
+		return err
+	}
 	if p.TimeoutMS != nil {
 		if err := validateTimeout(*p.TimeoutMS); err != nil {
 			return err
@@ -264,7 +289,41 @@ func validateName(name string) error {
 	if n := utf8.RuneCountInString(name); n > MaxNameLength {
 		return invalid("name", fmt.Sprintf("name must be at most %d characters (got %d)", MaxNameLength, n))
 	}
-	return nil
+	return checkText("name", "name", name, allowNone)
+}
+
+func validateOwner(owner *string) error {
+	if owner == nil {
+		return nil
+	}
+	if strings.TrimSpace(*owner) == "" {
+		return invalid("owner", "owner must be null (operator) or a non-empty string")
+	}
+	return checkText("owner", "owner", *owner, allowNone)
+}
+
+// validateTemplate checks a slack or discord message template: multi-line
+// text of at most MaxTemplateLength characters.
+func validateTemplate(tmpl *string) error {
+	if tmpl == nil {
+		return nil
+	}
+	if n := utf8.RuneCountInString(*tmpl); n > MaxTemplateLength {
+		return invalid("template", fmt.Sprintf("template must be at most %d characters (got %d)", MaxTemplateLength, n))
+	}
+	return checkText("template", "template", *tmpl, allowTemplate)
+}
+
+// validateDisabledReason checks the free-text reason recorded when a
+// subscription is disabled by hand.
+func validateDisabledReason(r *string) error {
+	if r == nil {
+		return nil
+	}
+	if n := utf8.RuneCountInString(*r); n > MaxReasonLength {
+		return invalid("disabled_reason", fmt.Sprintf("disabled_reason must be at most %d characters (got %d)", MaxReasonLength, n))
+	}
+	return checkText("disabled_reason", "disabled_reason", *r, allowNone)
 }
 
 func validateEventTypes(types []string) error {
@@ -292,10 +351,27 @@ var reservedHeaders = map[string]bool{
 	"user-agent": true, "transfer-encoding": true, "connection": true,
 }
 
+// validateHeaders checks custom headers: at most MaxHeaders, names that are
+// HTTP tokens of at most MaxHeaderNameLength characters and not set by
+// relay, values on one line of at most MaxHeaderValueLength characters
+// without control characters (HTAB is allowed, as in HTTP).
 func validateHeaders(h map[string]string) error {
-	for k, v := range h {
+	if len(h) > MaxHeaders {
+		return invalid("headers", fmt.Sprintf("headers may hold at most %d headers (got %d)", MaxHeaders, len(h)))
+	}
+	// In name order, so the error names the same header every time.
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		v := h[k]
 		if !headerNameRE.MatchString(k) {
-			return invalid("headers", fmt.Sprintf("headers: %q is not a valid header name", k))
+			return invalid("headers", fmt.Sprintf("headers: %s is not a valid header name", strconv.QuoteToASCII(k)))
+		}
+		if len(k) > MaxHeaderNameLength {
+			return invalid("headers", fmt.Sprintf("headers: a header name may be at most %d characters (%.20q… has %d)", MaxHeaderNameLength, k, len(k)))
 		}
 		lk := strings.ToLower(k)
 		if strings.HasPrefix(lk, "webhook-") || strings.HasPrefix(lk, "x-relay-") || reservedHeaders[lk] {
@@ -303,6 +379,12 @@ func validateHeaders(h map[string]string) error {
 		}
 		if strings.ContainsAny(v, "\r\n") {
 			return invalid("headers", fmt.Sprintf("headers: the value of %q must be a single-line string", k))
+		}
+		if n := utf8.RuneCountInString(v); n > MaxHeaderValueLength {
+			return invalid("headers", fmt.Sprintf("headers: the value of %q may be at most %d characters (got %d)", k, MaxHeaderValueLength, n))
+		}
+		if err := checkText("headers", fmt.Sprintf("headers: the value of %q", k), v, allowTab); err != nil {
+			return err
 		}
 	}
 	return nil

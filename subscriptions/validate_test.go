@@ -109,6 +109,21 @@ func TestValidateURL(t *testing.T) {
 		{"https://[::]/x", false, nil, "unspecified"},
 		{"https://224.0.0.1/x", false, nil, "multicast"},
 		{"https://" + strings.Repeat("a", 2000) + ".com/", false, nil, "at most 2000"},
+		// Shorthand IPv4 forms name the address browsers and inet_aton
+		// read in them.
+		{"https://127.1/x", false, nil, "loopback address (127.0.0.1, written 127.1)"},
+		{"https://2130706433/x", false, nil, "loopback address (127.0.0.1, written 2130706433)"},
+		{"https://0x7f000001/x", false, nil, "loopback"},
+		{"https://0177.0.0.1/x", false, nil, "loopback"},
+		{"https://0/x", false, nil, "unspecified address (0.0.0.0, written 0)"},
+		{"https://127.0.0.1./x", false, nil, "loopback address (127.0.0.1)"},
+		{"https://0xa9fea9fe/latest/meta-data", false, nil, "link-local"},
+		{"https://10.258/x", false, nil, "private address (10.0.1.2"},
+		{"https://127.1:8080/x", false, loop, ""},
+		{"https://134744072/x", false, nil, ""}, // 8.8.8.8
+		{"https://1.2.3.4.5/x", false, nil, "not a valid address"},
+		{"https://256.1.1.1/x", false, nil, "not a valid address"},
+		{"https://foo.123/x", false, nil, "not a valid address"},
 	}
 	for _, c := range cases {
 		err := subscriptions.ValidateURL(c.url, c.allowHTTP, c.allow)
@@ -151,6 +166,26 @@ func TestCreateParamsValidate(t *testing.T) {
 		{"reserved header", func(p *subscriptions.CreateParams) { p.Headers = map[string]string{"Webhook-Id": "x"} }, "headers"},
 		{"bad header name", func(p *subscriptions.CreateParams) { p.Headers = map[string]string{"a b": "x"} }, "headers"},
 		{"multi-line header", func(p *subscriptions.CreateParams) { p.Headers = map[string]string{"x-a": "1\r\nx-b: 2"} }, "headers"},
+		{"control in header", func(p *subscriptions.CreateParams) { p.Headers = map[string]string{"x-a": "a\x1b[31m"} }, "headers"},
+		{"C1 in header", func(p *subscriptions.CreateParams) { p.Headers = map[string]string{"x-a": "a\u009bb"} }, "headers"},
+		{"NUL in header", func(p *subscriptions.CreateParams) { p.Headers = map[string]string{"x-a": "a\x00"} }, "headers"},
+		{"too many headers", func(p *subscriptions.CreateParams) {
+			p.Headers = map[string]string{}
+			for i := range 21 {
+				p.Headers["x-h"+strings.Repeat("a", i)] = "v"
+			}
+		}, "headers"},
+		{"long header value", func(p *subscriptions.CreateParams) { p.Headers = map[string]string{"x-a": strings.Repeat("v", 4097)} }, "headers"},
+		{"long header name", func(p *subscriptions.CreateParams) { p.Headers = map[string]string{strings.Repeat("x", 129): "v"} }, "headers"},
+		{"ESC in name", func(p *subscriptions.CreateParams) { p.Name = "bell\u0007esc\u001b[31mred" }, "name"},
+		{"NUL in name", func(p *subscriptions.CreateParams) { p.Name = "a\x00b" }, "name"},
+		{"DEL in name", func(p *subscriptions.CreateParams) { p.Name = "a\x7fb" }, "name"},
+		{"C1 CSI in name", func(p *subscriptions.CreateParams) { p.Name = "a\u009b31mb" }, "name"},
+		{"tab in name", func(p *subscriptions.CreateParams) { p.Name = "a\tb" }, "name"},
+		{"invalid UTF-8 name", func(p *subscriptions.CreateParams) { p.Name = "a\xffb" }, "name"},
+		{"ESC in owner", func(p *subscriptions.CreateParams) { o := "al\x1bice"; p.Owner = &o }, "owner"},
+		{"ESC in template", func(p *subscriptions.CreateParams) { t := "New {{type}}\x1b]0;x\x07"; p.Template = &t }, "template"},
+		{"long template", func(p *subscriptions.CreateParams) { t := strings.Repeat("x", 10001); p.Template = &t }, "template"},
 		{"timeout", func(p *subscriptions.CreateParams) { p.TimeoutMS = 999 }, "timeout_ms"},
 		{"negative retry", func(p *subscriptions.CreateParams) { p.RetrySchedule = []time.Duration{-time.Second} }, "retry_schedule"},
 		{"long retry", func(p *subscriptions.CreateParams) { p.RetrySchedule = []time.Duration{8 * 24 * time.Hour} }, "retry_schedule"},
@@ -171,8 +206,29 @@ func TestCreateParamsValidate(t *testing.T) {
 	p := good()
 	p.RetrySchedule = []time.Duration{}
 	p.Window = &subscriptions.Window{Start: "22:00", End: "06:00:30", TimeZone: "Europe/Paris"}
-	p.Headers = map[string]string{"X-Team": "core"}
+	p.Headers = map[string]string{"X-Team": "core", "X-Tabbed": "a\tb", "X-Long": strings.Repeat("v", 4096)}
+	p.Name = "Équipe — support ✓"
+	tmpl := "New thread:\n\t{{data.title}}\r\n" + strings.Repeat("x", 9000)
+	p.Template = &tmpl
 	if err := p.Validate(); err != nil {
 		t.Fatalf("good params refused: %v", err)
+	}
+}
+
+// TestControlCharacterMessages checks that refusals name the character
+// without echoing it (an ESC in an error message would reach the terminal
+// anyway).
+func TestControlCharacterMessages(t *testing.T) {
+	t.Parallel()
+	name := "bell\u0007esc\u001b[31mred"
+	p := subscriptions.CreateParams{Name: name, URL: "https://a.example.com/", EventTypes: []string{"a.b"}}
+	err := p.Validate()
+	if err == nil || err.Error() != "name must not contain control characters (found U+0007)" {
+		t.Fatalf("Validate() = %v", err)
+	}
+	reason := "gone\x1b[2J"
+	u := subscriptions.UpdateParams{Enabled: new(bool), DisabledReason: &reason}
+	if err := u.Validate(); err == nil || !strings.Contains(err.Error(), "U+001B") {
+		t.Fatalf("UpdateParams.Validate() = %v", err)
 	}
 }

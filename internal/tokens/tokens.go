@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -80,6 +81,15 @@ func (s *Store) Create(ctx context.Context, owner, name string) (string, Token, 
 	owner = strings.TrimSpace(owner)
 	if owner == "" {
 		return "", Token{}, errors.New("creating token: owner must not be empty")
+	}
+	// Owners and names are printed in terminals (relay tokens list) and
+	// logs: control characters (ESC, BEL, …) are refused, as for
+	// subscriptions.
+	for what, v := range map[string]string{"owner": owner, "name": name} {
+		if i := strings.IndexFunc(v, isControl); i >= 0 {
+			r, _ := utf8.DecodeRuneInString(v[i:])
+			return "", Token{}, fmt.Errorf("creating token: %s must not contain control characters (found U+%04X)", what, r)
+		}
 	}
 	plaintext := Generate()
 	rows, err := s.pool.Query(ctx, `INSERT INTO relay.api_tokens (owner, name, token_hash) VALUES ($1, $2, $3)
@@ -159,3 +169,6 @@ func (s *Store) Revoke(ctx context.Context, id int64) (Token, error) {
 	}
 	return t, nil
 }
+
+// isControl reports C0 controls, DEL and C1 controls.
+func isControl(r rune) bool { return r < 0x20 || (r >= 0x7f && r <= 0x9f) }

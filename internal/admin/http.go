@@ -27,6 +27,10 @@ type access int
 
 const (
 	public access = iota
+	// publicHostChecked routes need no token but tell something about the
+	// server: they answer only requests whose Host is one of its names
+	// (see hostAllowed).
+	publicHostChecked
 	authenticated
 	operatorOnly
 )
@@ -42,8 +46,8 @@ type route struct {
 var routes = []route{
 	{"GET", "/healthz", public, (*Server).healthz},
 	{"GET", "/readyz", public, (*Server).readyz},
-	{"GET", "/metrics", public, (*Server).metrics},
-	{"GET", "/api/openapi.json", public, (*Server).openapi},
+	{"GET", "/metrics", publicHostChecked, (*Server).metrics},
+	{"GET", "/api/openapi.json", publicHostChecked, (*Server).openapi},
 
 	{"GET", "/api/webhooks", authenticated, (*Server).listWebhooks},
 	{"POST", "/api/webhooks", authenticated, (*Server).createWebhook},
@@ -70,7 +74,11 @@ func (s *Server) Handler() http.Handler {
 	for _, rt := range routes {
 		h := rt.handle
 		var hf http.HandlerFunc = func(w http.ResponseWriter, r *http.Request) { h(s, w, r) }
-		if rt.access != public {
+		switch rt.access {
+		case public:
+		case publicHostChecked:
+			hf = s.checkHost(hf)
+		default:
 			hf = s.authenticate(rt.access == operatorOnly, hf)
 		}
 		mux.Handle(rt.method+" "+rt.pattern, hf)
@@ -83,7 +91,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Static != nil {
 		// "/" rather than "GET /": a method-only pattern would conflict with
 		// the less specific-by-method "/api/" catch-all above.
-		mux.Handle("/", http.FileServerFS(s.cfg.Static))
+		mux.Handle("/", staticFiles(s.cfg.Static))
 	} else {
 		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, r, http.StatusOK, map[string]string{
@@ -192,7 +200,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
-		w.Header().Set("X-Content-Type-Options", "nosniff")
+		setSecurityHeaders(w.Header())
 		sw := &statusWriter{ResponseWriter: w}
 		l := s.log.With().Str("request_id", id).Logger()
 		// authenticate fills in the caller through holder, so the log line
@@ -235,6 +243,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				Int64("bytes", sw.bytes).Dur("duration_ms", time.Since(start)).
 				Str("remote_addr", r.RemoteAddr).Msg("request")
 		}()
+		// r.URL.Query() drops what it cannot parse: a ";" would silently
+		// remove a filter and widen the answer. Refuse instead.
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(sw, r, http.StatusBadRequest, "malformed_query",
+				"the query string is malformed ("+err.Error()+"): separate parameters with & and percent-encode the others (; is %3B)", "")
+			return
+		}
 		next.ServeHTTP(sw, r)
 	})
 }
@@ -363,6 +378,19 @@ func apiField(col string) string {
 	return col
 }
 
+// apiNames are the column names whose API field is spelled otherwise, as
+// they appear in validation messages.
+var apiNames = strings.NewReplacer(
+	"event_types", "events",
+	"window_start", "window.start",
+	"window_end", "window.end",
+	"window_time_zone", "window.time_zone",
+)
+
+// apiMessage rewrites a validation message written for SQL users (it names
+// the columns: event_types) for API users, who send the field events.
+func apiMessage(msg string) string { return apiNames.Replace(msg) }
+
 // storeError answers an error from a store call: 400 for a validation
 // error (naming the field), 404 for not found, 409 for a conflict, 500
 // otherwise. what names the object for the 404 message.
@@ -374,7 +402,7 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error, w
 		if ve.Hint != "" {
 			msg += " (" + ve.Hint + ")"
 		}
-		writeError(w, r, http.StatusBadRequest, "invalid_field", msg, apiField(ve.Field))
+		writeError(w, r, http.StatusBadRequest, "invalid_field", apiMessage(msg), apiField(ve.Field))
 	case errors.Is(err, subscriptions.ErrNotFound):
 		writeError(w, r, http.StatusNotFound, "not_found", what+" not found", "")
 	case errors.Is(err, subscriptions.ErrConflict):

@@ -102,6 +102,19 @@ type Config struct {
 	Static fs.FS
 	// MaxBodyBytes bounds request bodies; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// FrameAncestors are the origins (https://app.example.com, see
+	// ParseOrigins) allowed to frame the pages whose handler calls
+	// AllowFraming. Every other response, and every response when this is
+	// empty, refuses framing (CSP frame-ancestors 'none', X-Frame-Options
+	// DENY).
+	FrameAncestors []string
+	// AllowedHosts are the host names (without port) the Host header of
+	// /metrics and /api/openapi.json may carry besides IP addresses,
+	// localhost and the host of Addr, which are always accepted: a name
+	// such as relay.internal that Prometheus scrapes by. Other names answer
+	// 421, so a page rebinding its own name to this address (DNS
+	// rebinding) reads nothing.
+	AllowedHosts []string
 }
 
 // Server is the admin HTTP server.
@@ -112,6 +125,8 @@ type Server struct {
 	tokens *tokens.Store
 	opHash []byte // SHA-256 of the operator token, nil when none
 	srv    *http.Server
+	// allowedHosts are Config.AllowedHosts and the host of Addr, lowercase.
+	allowedHosts []string
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -131,11 +146,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	origins, err := ParseOrigins(cfg.FrameAncestors)
+	if err != nil {
+		return nil, fmt.Errorf("admin: frame ancestors: %w", err)
+	}
+	cfg.FrameAncestors = origins
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With().Str("component", "admin").Logger(),
-		store:  subscriptions.NewStore(cfg.Pool),
-		tokens: tokens.NewStore(cfg.Pool),
+		cfg:          cfg,
+		log:          cfg.Logger.With().Str("component", "admin").Logger(),
+		store:        subscriptions.NewStore(cfg.Pool),
+		tokens:       tokens.NewStore(cfg.Pool),
+		allowedHosts: normaliseHosts(cfg.Addr, cfg.AllowedHosts),
 	}
 	if cfg.OperatorToken != "" {
 		h := sha256.Sum256([]byte(cfg.OperatorToken))

@@ -45,6 +45,9 @@ type Config struct {
 	// AdminToken is the operator token of the admin API; empty means only
 	// owner-scoped tokens work.
 	AdminToken string
+	// AdminHosts are host names, besides IP addresses and localhost, that
+	// /metrics and /api/openapi.json answer to (see admin.Config.AllowedHosts).
+	AdminHosts []string
 	// AllowCIDRs lets the sender reach these internal ranges.
 	AllowCIDRs []string
 	// Concurrency bounds requests in flight (default 64).
@@ -304,6 +307,7 @@ func (a *App) startAdmin(ctx context.Context) error {
 		Ready:         a.ready,
 		AllowCIDRs:    prefixes,
 		Static:        a.cfg.Console,
+		AllowedHosts:  a.cfg.AdminHosts,
 	})
 	if err != nil {
 		return err

@@ -31,7 +31,7 @@ func init() {
 // environment variables as defaults.
 type runFlags struct {
 	databaseURL, dataDir, slot, publication, adminAddr, adminToken string
-	allowCIDRs                                                     stringList
+	allowCIDRs, adminHosts                                         stringList
 	concurrency, embeddedPort                                      int
 	retention, shutdownTimeout                                     time.Duration
 	waitForDatabase                                                waitDuration
@@ -129,6 +129,8 @@ func (c *CLI) runFlagSet(name, synopsis string) (*runFlagSetT, error) {
 	fs.StringVar(&f.publication, "publication", c.envOr("RELAY_PUBLICATION", "relay"), "publication name (env RELAY_PUBLICATION)")
 	fs.StringVar(&f.adminAddr, "admin-addr", c.envOr("RELAY_ADMIN_ADDR", "127.0.0.1:8080"), "admin API and console address, or off (env RELAY_ADMIN_ADDR)")
 	fs.StringVar(&f.adminToken, "admin-token", c.getenv("RELAY_ADMIN_TOKEN"), "operator token of the admin API (env RELAY_ADMIN_TOKEN)")
+	_ = f.adminHosts.Set(c.getenv("RELAY_ADMIN_HOSTS"))
+	fs.Var(&f.adminHosts, "admin-host", "a host name /metrics and /api/openapi.json answer to besides IP addresses and localhost, repeatable (env RELAY_ADMIN_HOSTS, comma-separated)")
 	_ = f.allowCIDRs.Set(c.getenv("RELAY_ALLOW_CIDRS"))
 	fs.Var(&f.allowCIDRs, "allow-cidr", "internal range deliveries may reach, repeatable (env RELAY_ALLOW_CIDRS, comma-separated)")
 	fs.IntVar(&f.concurrency, "concurrency", conc, "deliveries in flight at once (env RELAY_CONCURRENCY)")
@@ -191,7 +193,7 @@ func (c *CLI) run(ctx context.Context, args []string) error {
 	}
 	cfg := app.Config{
 		DatabaseURL: f.databaseURL, Slot: f.slot, Publication: f.publication,
-		AdminAddr: f.adminAddr, AdminToken: f.adminToken, AllowCIDRs: f.allowCIDRs,
+		AdminAddr: f.adminAddr, AdminToken: f.adminToken, AdminHosts: f.adminHosts, AllowCIDRs: f.allowCIDRs,
 		Concurrency: f.concurrency, Retention: f.retention, Migrate: f.migrate,
 		ShutdownTimeout: f.shutdownTimeout, Console: console.Files(),
 		UserAgent: userAgent(), Logger: log, WaitForDatabase: time.Duration(f.waitForDatabase), Tracer: c.tracer,

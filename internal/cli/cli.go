@@ -122,13 +122,20 @@ func (c *CLI) Run(ctx context.Context, args []string) error {
 
 func (c *CLI) usage(w io.Writer) {
 	fmt.Fprintf(w, "relay %s — PostgreSQL outbox to signed webhooks\n\nUsage: relay <command> [flags]\n\nCommands:\n", Version)
+	// Commands whose summary starts with "internal:" are helper processes
+	// of other commands (relay bench's receiver): not listed.
 	names := make([]string, 0, len(commands))
-	for n := range commands {
+	width := 0
+	for n, cmd := range commands {
+		if strings.HasPrefix(cmd.summary, "internal:") {
+			continue
+		}
 		names = append(names, n)
+		width = max(width, len(n))
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-*s  %s\n", width, n, commands[n].summary)
 	}
 	fmt.Fprintf(w, "\nRun 'relay <command> --help' for a command's flags.\n")
 }

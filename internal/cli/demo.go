@@ -201,7 +201,7 @@ func followDemoLog(ctx context.Context, pool *pgxpool.Pool, out io.Writer) {
 			var typ, sub, outcome, code, errText string
 			var attempt, ms int
 			if rows.Scan(&last, &at, &typ, &sub, &attempt, &outcome, &code, &ms, &errText) == nil {
-				fmt.Fprintf(out, "%-8s %-22s %-16s %-3d %-10s %-5s %6d  %s\n", at.Local().Format("15:04:05"), typ, sub, attempt, outcome, code, ms, errText)
+				fmt.Fprintf(out, "%-8s %-22s %-16s %-3d %-10s %-5s %6d  %s\n", at.Local().Format("15:04:05"), typ, cellText(sub), attempt, outcome, code, ms, cellText(errText))
 			}
 		}
 		rows.Close()

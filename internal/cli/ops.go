@@ -87,7 +87,7 @@ func (c *CLI) cmdRedeliver(ctx context.Context, args []string) error {
 			if r.Queued {
 				fmt.Fprintf(c.Stdout, "delivery %d queued for redelivery\n", r.DeliveryID)
 			} else {
-				fmt.Fprintf(c.Stdout, "delivery %d: %s\n", r.DeliveryID, r.Error)
+				fmt.Fprintf(c.Stdout, "delivery %d: %s\n", r.DeliveryID, safeText(r.Error))
 			}
 		}
 	}
@@ -369,7 +369,7 @@ func (c *CLI) printStatus(v *statusView) {
 			line += " since " + timeText(*v.PausedAt)
 		}
 		if v.PausedReason != nil {
-			line += " (" + *v.PausedReason + ")"
+			line += " (" + safeText(*v.PausedReason) + ")"
 		}
 		fmt.Fprintln(w, line+"; 'relay resume' resumes")
 	} else {

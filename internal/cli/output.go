@@ -80,7 +80,59 @@ func (t *table) flush() error { return t.tw.Flush() }
 
 var spaceRun = regexp.MustCompile(`[\t\r\n\v\f]+`)
 
-func cellText(s string) string { return spaceRun.ReplaceAllString(s, " ") }
+// cellText makes s safe to print in a table cell: runs of tabs and line
+// breaks (which would break the alignment) become one space, and every
+// other character a terminal could act on is written as an escape (see
+// safeText).
+func cellText(s string) string { return safeText(spaceRun.ReplaceAllString(s, " ")) }
+
+// safeText makes text written by other people (subscription names, owners,
+// reasons, errors, URLs) safe to print on an operator's terminal. C0 and C1
+// control characters and DEL (ESC, BEL, CSI… could move the cursor,
+// rewrite the screen or the window title) become visible escapes (\x1b,
+// \u009b), and so do the Unicode bidirectional controls that make text
+// read differently from what it is (\u202e); bytes that are not UTF-8 become
+// \xff. Line breaks and tabs are kept as escapes too: callers that want a
+// space use cellText.
+func safeText(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || needsEscape(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x80 && needsEscape(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case needsEscape(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// needsEscape reports the runes safeText escapes.
+func needsEscape(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r <= 0x9f:
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true // bidirectional controls
+	}
+	return false
+}
 
 // truncate cuts s to at most n characters, marking the cut with "…".
 func truncate(s string, n int) string {
@@ -92,20 +144,21 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// orDash returns *s, or "-" when s is nil or empty.
+// orDash returns *s made safe to print (safeText), or "-" when s is nil
+// or empty.
 func orDash(s *string) string {
 	if s == nil || *s == "" {
 		return "-"
 	}
-	return *s
+	return safeText(*s)
 }
 
-// ownerText shows an owner, "(operator)" for nil.
+// ownerText shows an owner made safe to print, "(operator)" for nil.
 func ownerText(owner *string) string {
 	if owner == nil {
 		return "(operator)"
 	}
-	return *owner
+	return safeText(*owner)
 }
 
 // timeText formats a time for people: local time to the second.

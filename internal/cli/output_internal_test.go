@@ -75,6 +75,27 @@ func TestTableCleansCells(t *testing.T) {
 	}
 }
 
+func TestSafeText(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain Équipe ✓":          "plain Équipe ✓",
+		"bell\aesc\x1b[31mred":    `bell\x07esc\x1b[31mred`,
+		"nul\x00 del\x7f":         `nul\x00 del\x7f`,
+		"csi\u009b2J":             `csi\u009b2J`,
+		"rtl\u202egnp.exe":        `rtl\u202egnp.exe`,
+		"isolate\u2066x\u2069":    `isolate\u2066x\u2069`,
+		"bad\xffbyte":             `bad\xffbyte`,
+		"two\nlines\ttab":         `two\x0alines\x09tab`,
+		"replacement \ufffd kept": "replacement \ufffd kept",
+	} {
+		if got := safeText(in); got != want {
+			t.Errorf("safeText(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := cellText("a\tb\nc\x1bd"); got != `a b c\x1bd` {
+		t.Errorf("cellText = %q", got)
+	}
+}
+
 func TestFollowerGaps(t *testing.T) {
 	now := time.Unix(1000, 0)
 	f := newFollower(10)

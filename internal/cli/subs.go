@@ -421,7 +421,7 @@ func (c *CLI) subsAdd(ctx context.Context, a *subsAction, args []string) error {
 		return printJSON(c.Stdout, v)
 	}
 	fmt.Fprintf(c.Stdout, "created subscription %d %q for %s\n", s.ID, s.Name, ownerText(s.Owner))
-	fmt.Fprintf(c.Stdout, "  url:    %s\n  events: %s\n", send.MaskURL(s.URL), strings.Join(s.EventTypes, ", "))
+	fmt.Fprintf(c.Stdout, "  url:    %s\n  events: %s\n", safeText(send.MaskURL(s.URL)), safeText(strings.Join(s.EventTypes, ", ")))
 	fmt.Fprintf(c.Stdout, "secret: %s\n", s.Secret)
 	fmt.Fprintf(c.Stdout, "Store the secret now: it is not shown again ('relay subs rotate %d' makes a new one).\n", s.ID)
 	return nil
@@ -816,7 +816,7 @@ func (c *CLI) subsTest(ctx context.Context, a *subsAction, args []string) error 
 		if reason == "" {
 			reason = fmt.Sprintf("HTTP %d", res.StatusCode)
 		}
-		fmt.Fprintf(c.Stdout, "failed: %s (after %d ms)\n", reason, res.DurationMS)
+		fmt.Fprintf(c.Stdout, "failed: %s (after %d ms)\n", safeText(reason), res.DurationMS)
 	}
 	if !res.Delivered {
 		return &ExitError{Code: 1, Err: fmt.Errorf("test delivery %d to subscription %d failed", res.DeliveryID, id)}

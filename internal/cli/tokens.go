@@ -128,9 +128,9 @@ func (c *CLI) tokens(ctx context.Context, args []string) error {
 	return nil
 }
 
-// tokCell keeps a table cell on one line and never empty.
+// tokCell keeps a table cell on one line, safe to print and never empty.
 func tokCell(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = cellText(strings.Join(strings.Fields(s), " "))
 	if s == "" {
 		return "-"
 	}

@@ -3,11 +3,13 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/pgoutbox/relay/internal/cli"
 	"github.com/pgoutbox/relay/internal/pgtest"
+	"github.com/pgoutbox/relay/migrations"
 )
 
 func TestMain(m *testing.M) {
@@ -34,10 +36,10 @@ func TestMigrateCommand(t *testing.T) {
 	env := map[string]string{"RELAY_DATABASE_URL": db.URL}
 
 	code, out, _ := runCLI(t, env, "migrate", "status")
-	if code != 0 || !strings.Contains(out, "version 0 of 1") || !strings.Contains(out, "pending") {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("version 0 of %d", migrations.Latest)) || !strings.Contains(out, "pending") {
 		t.Fatalf("status before: %d %q", code, out)
 	}
-	if code, out, errs := runCLI(t, env, "migrate", "up"); code != 0 || !strings.Contains(out, "version 1") {
+	if code, out, errs := runCLI(t, env, "migrate", "up"); code != 0 || !strings.Contains(out, fmt.Sprintf("version %d", migrations.Latest)) {
 		t.Fatalf("up: %d %q %q", code, out, errs)
 	}
 	if code, out, _ := runCLI(t, nil, "migrate", "status", "--database-url", db.URL); code != 0 || !strings.Contains(out, "up to date") {

@@ -60,27 +60,10 @@ func MatchAny(patterns []string, eventType string) bool {
 	return false
 }
 
-// Address ranges a webhook URL may not name literally (unless allowed).
-var forbiddenPrefixes = []struct {
-	prefix netip.Prefix
-	class  string
-}{
-	{netip.MustParsePrefix("0.0.0.0/8"), "unspecified"},
-	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
-	{netip.MustParsePrefix("10.0.0.0/8"), "private"},
-	{netip.MustParsePrefix("172.16.0.0/12"), "private"},
-	{netip.MustParsePrefix("192.168.0.0/16"), "private"},
-	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
-	{netip.MustParsePrefix("100.64.0.0/10"), "shared (CGNAT)"},
-	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
-	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
-	{netip.MustParsePrefix("::/128"), "unspecified"},
-	{netip.MustParsePrefix("::1/128"), "loopback"},
-	{netip.MustParsePrefix("fe80::/10"), "link-local"},
-	{netip.MustParsePrefix("fec0::/10"), "site-local"},
-	{netip.MustParsePrefix("fc00::/7"), "unique-local"},
-	{netip.MustParsePrefix("ff00::/8"), "multicast"},
-}
+// AddressCheck tells whether a webhook may reach an address: the Check of
+// the sender's dial-time guard (send.AddressGuard.Check), so that creation
+// refuses exactly what delivery would refuse, with the same message.
+type AddressCheck func(netip.Addr) error
 
 var (
 	localhostV4 = netip.MustParseAddr("127.0.0.1")
@@ -92,22 +75,21 @@ var (
 // when raw
 //   - is not an absolute URL with a host, or is longer than 2000 characters;
 //   - does not use https:// (http:// passes only when allowHTTP is true);
-//   - names localhost or a *.localhost host, unless an allowCIDRs prefix
-//     covers 127.0.0.1 or ::1;
-//   - names a literal IP address that is loopback, private (RFC 1918),
-//     link-local, CGNAT (100.64.0.0/10), unique-local, site-local,
-//     multicast, reserved or unspecified, unless an allowCIDRs prefix covers
-//     it. IPv4-mapped IPv6 addresses are judged by their IPv4 address, and
-//     the shorthand IPv4 forms browsers and inet_aton accept (127.1,
-//     2130706433, 0x7f000001, 0177.0.0.1, 0, a trailing dot) by the address
+//   - names a literal IP address that check refuses (loopback, private,
+//     link-local, … unless allowed), with check's message. The shorthand
+//     IPv4 forms browsers and inet_aton accept (127.1, 2130706433,
+//     0x7f000001, 0177.0.0.1, 0, a trailing dot) are judged by the address
 //     they name (see package hostaddr);
+//   - names localhost or a *.localhost host while check refuses both
+//     127.0.0.1 and ::1;
 //   - has a host that ends in a number but is no IPv4 address (1.2.3.4.5),
 //     which browsers refuse too.
 //
-// Host names are not resolved: the dial-time guard of package sink, which
-// checks every resolved address, is the real defence against SSRF (and DNS
-// rebinding); this check only turns obvious mistakes into a clear error.
-func ValidateURL(raw string, allowHTTP bool, allowCIDRs []netip.Prefix) error {
+// A nil check accepts every address. Host names are not resolved: the
+// dial-time guard, which checks every resolved address, is the real defence
+// against SSRF (and DNS rebinding); this check only turns obvious mistakes
+// into a clear error at once.
+func ValidateURL(raw string, allowHTTP bool, check AddressCheck) error {
 	if raw == "" {
 		return invalid("url", "url must not be empty")
 	}
@@ -143,36 +125,27 @@ func ValidateURL(raw string, allowHTTP bool, allowCIDRs []netip.Prefix) error {
 	if err != nil {
 		return invalid("url", fmt.Sprintf("url host %s is not a valid address: it ends in a number but is no IPv4 address", strconv.QuoteToASCII(host)))
 	}
+	if check == nil {
+		return nil
+	}
 	if literal {
-		addr = addr.Unmap()
-		written := ""
-		if s := strings.TrimSuffix(host, "."); s != addr.String() && !strings.EqualFold(s, addr.String()) {
-			written = fmt.Sprintf(", written %s", host)
-		}
-		for _, f := range forbiddenPrefixes {
-			if f.prefix.Contains(addr) && !covered(allowCIDRs, addr) {
-				return invalid("url", fmt.Sprintf("url points to a %s address (%s%s); webhooks must reach public hosts (an operator can allow a range with --allow-cidr)", f.class, addr, written))
+		if err := check(addr); err != nil {
+			msg := "url: " + err.Error()
+			if s := strings.TrimSuffix(host, "."); addr.Is4() && s != addr.String() {
+				msg = fmt.Sprintf("url: %s is a shorthand of %s; %v", host, addr, err)
 			}
+			return invalid("url", msg)
 		}
 		return nil
 	}
 	name := strings.TrimSuffix(strings.ToLower(host), ".")
 	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
-		if covered(allowCIDRs, localhostV4) || covered(allowCIDRs, localhostV6) {
-			return nil
+		err4, err6 := check(localhostV4), check(localhostV6)
+		if err4 != nil && err6 != nil {
+			return invalid("url", fmt.Sprintf("url points to localhost: %v", err4))
 		}
-		return invalid("url", "url points to localhost; webhooks must reach public hosts (an operator can allow 127.0.0.0/8 with --allow-cidr)")
 	}
 	return nil
-}
-
-func covered(allow []netip.Prefix, a netip.Addr) bool {
-	for _, p := range allow {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // Validate checks the parameters as the SQL trigger will, so most mistakes

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgoutbox/relay/sink/send"
 	"github.com/pgoutbox/relay/subscriptions"
 )
 
@@ -111,14 +112,16 @@ func TestValidateURL(t *testing.T) {
 		{"https://" + strings.Repeat("a", 2000) + ".com/", false, nil, "at most 2000"},
 		// Shorthand IPv4 forms name the address browsers and inet_aton
 		// read in them.
-		{"https://127.1/x", false, nil, "loopback address (127.0.0.1, written 127.1)"},
-		{"https://2130706433/x", false, nil, "loopback address (127.0.0.1, written 2130706433)"},
+		{"https://127.1/x", false, nil, "url: 127.1 is a shorthand of 127.0.0.1; address 127.0.0.1 is loopback; refused (allow it with --allow-cidr)"},
+		{"https://2130706433/x", false, nil, "2130706433 is a shorthand of 127.0.0.1; address 127.0.0.1 is loopback"},
 		{"https://0x7f000001/x", false, nil, "loopback"},
 		{"https://0177.0.0.1/x", false, nil, "loopback"},
-		{"https://0/x", false, nil, "unspecified address (0.0.0.0, written 0)"},
-		{"https://127.0.0.1./x", false, nil, "loopback address (127.0.0.1)"},
+		{"https://0/x", false, nil, "0 is a shorthand of 0.0.0.0; address 0.0.0.0 is unspecified"},
+		{"https://127.0.0.1./x", false, nil, "url: address 127.0.0.1 is loopback; refused"},
 		{"https://0xa9fea9fe/latest/meta-data", false, nil, "link-local"},
-		{"https://10.258/x", false, nil, "private address (10.0.1.2"},
+		{"https://10.258/x", false, nil, "10.258 is a shorthand of 10.0.1.2; address 10.0.1.2 is private"},
+		{"https://10.1.2.3/x", false, nil, "url: address 10.1.2.3 is private; refused (allow it with --allow-cidr)"},
+		{"https://[64:ff9b::7f00:1]/x", false, nil, "embeds IPv4 127.0.0.1"}, // NAT64, as the guard sees it
 		{"https://127.1:8080/x", false, loop, ""},
 		{"https://134744072/x", false, nil, ""}, // 8.8.8.8
 		{"https://1.2.3.4.5/x", false, nil, "not a valid address"},
@@ -126,7 +129,15 @@ func TestValidateURL(t *testing.T) {
 		{"https://foo.123/x", false, nil, "not a valid address"},
 	}
 	for _, c := range cases {
-		err := subscriptions.ValidateURL(c.url, c.allowHTTP, c.allow)
+		cidrs := make([]string, len(c.allow))
+		for i, p := range c.allow {
+			cidrs[i] = p.String()
+		}
+		guard, err := send.NewAddressGuard(cidrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = subscriptions.ValidateURL(c.url, c.allowHTTP, guard.Check)
 		if c.wantErr == "" {
 			if err != nil {
 				t.Errorf("ValidateURL(%q) = %v, want nil", c.url, err)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/pgoutbox/relay/internal/metrics"
 	"github.com/pgoutbox/relay/internal/tokens"
+	"github.com/pgoutbox/relay/sink/send"
 	"github.com/pgoutbox/relay/subscriptions"
 )
 
@@ -127,6 +128,9 @@ type Server struct {
 	srv    *http.Server
 	// allowedHosts are Config.AllowedHosts and the host of Addr, lowercase.
 	allowedHosts []string
+	// guard is the sender's address guard with Config.AllowCIDRs, so that
+	// creation refuses what delivery would.
+	guard *send.AddressGuard
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -151,12 +155,21 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("admin: frame ancestors: %w", err)
 	}
 	cfg.FrameAncestors = origins
+	cidrs := make([]string, len(cfg.AllowCIDRs))
+	for i, p := range cfg.AllowCIDRs {
+		cidrs[i] = p.String()
+	}
+	guard, err := send.NewAddressGuard(cidrs)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
 	s := &Server{
 		cfg:          cfg,
 		log:          cfg.Logger.With().Str("component", "admin").Logger(),
 		store:        subscriptions.NewStore(cfg.Pool),
 		tokens:       tokens.NewStore(cfg.Pool),
 		allowedHosts: normaliseHosts(cfg.Addr, cfg.AllowedHosts),
+		guard:        guard,
 	}
 	if cfg.OperatorToken != "" {
 		h := sha256.Sum256([]byte(cfg.OperatorToken))

@@ -162,7 +162,7 @@ func (s *Server) checkURL(ctx context.Context, raw string) error {
 	if err != nil {
 		return err
 	}
-	return subscriptions.ValidateURL(raw, allowHTTP, s.cfg.AllowCIDRs)
+	return subscriptions.ValidateURL(raw, allowHTTP, s.guard.Check)
 }
 
 func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) {

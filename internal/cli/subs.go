@@ -335,7 +335,15 @@ func checkURL(ctx context.Context, st *subscriptions.Store, raw string, allow []
 	if err != nil {
 		return err
 	}
-	return storeError(subscriptions.ValidateURL(raw, allowHTTP, allow), "")
+	cidrs := make([]string, len(allow))
+	for i, p := range allow {
+		cidrs[i] = p.String()
+	}
+	guard, err := send.NewAddressGuard(cidrs)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	return storeError(subscriptions.ValidateURL(raw, allowHTTP, guard.Check), "")
 }
 
 func (c *CLI) subsAdd(ctx context.Context, a *subsAction, args []string) error {

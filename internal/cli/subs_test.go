@@ -125,7 +125,7 @@ func TestSubsCommands(t *testing.T) {
 	// Refused values exit 1 with a message naming the field.
 	expectCLI(t, env, 1, []string{"url must use https://"}, "subs", "add", "--name", "x", "--url", "ftp://example.com/", "--events", "a.b")
 	expectCLI(t, env, 1, []string{"url must use https://"}, "subs", "add", "--name", "x", "--url", "http://example.com/", "--events", "a.b")
-	expectCLI(t, env, 1, []string{"url points to a private address"}, "subs", "add", "--name", "x", "--url", "https://10.1.2.3/", "--events", "a.b")
+	expectCLI(t, env, 1, []string{"url: address 10.1.2.3 is private; refused (allow it with --allow-cidr)"}, "subs", "add", "--name", "x", "--url", "https://10.1.2.3/", "--events", "a.b")
 	expectCLI(t, env, 1, []string{"event_types", "Bad.Type"}, "subs", "add", "--name", "x", "--url", "https://example.com/", "--events", "Bad.Type")
 	expectCLI(t, env, 1, []string{"format must be one of json, slack, discord"}, "subs", "add", "--name", "x", "--url", "https://example.com/", "--events", "a.b", "--format", "xml")
 	expectCLI(t, env, 1, []string{"timeout_ms must be between"}, "subs", "add", "--name", "x", "--url", "https://example.com/", "--events", "a.b", "--timeout", "2m")
@@ -338,7 +338,7 @@ func TestSubsTestSendsOneTestEvent(t *testing.T) {
 	bad := newTestReceiver(t, 500)
 
 	// The URL check refuses loopback unless allowed.
-	expectCLI(t, env, 1, []string{"url points to a loopback address", "--allow-cidr"},
+	expectCLI(t, env, 1, []string{"url: address 127.0.0.1 is loopback", "--allow-cidr"},
 		"subs", "add", "--name", "ok", "--url", ok.srv.URL+"/hook", "--events", "thread.*")
 	var okSub, badSub subJSON
 	decodeJSON(t, expectCLI(t, env, 0, nil, "subs", "add", "--name", "ok", "--url", ok.srv.URL+"/hook", "--events", "thread.*",

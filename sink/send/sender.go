@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pgoutbox/relay/internal/hostaddr"
 )
 
 // Sender defaults.
@@ -269,6 +271,9 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	if u.Host == "" || u.Hostname() == "" {
 		return Result{Err: fmt.Errorf("%w %s: no host", ErrInvalidURL, MaskURL(r.URL))}
 	}
+	if err := numericHost(u); err != nil {
+		return Result{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
+	}
 
 	timeout := r.Timeout
 	if timeout <= 0 {
@@ -457,4 +462,29 @@ func describeTransportError(ctx context.Context, err error, timeout time.Duratio
 		return wrap(opErr.Op + ": " + opErr.Err.Error())
 	}
 	return wrap(inner.Error())
+}
+
+// numericHost rewrites a URL whose host is an IPv4 address in a shorthand
+// form (127.1, 2130706433, 0x7f000001, 0177.0.0.1, 0, 127.0.0.1.) to the
+// dotted address it names, as browsers and inet_aton read it (package
+// hostaddr). The dialer then dials that address, which the guard checks,
+// instead of asking the resolver about a "name" that would fail on every
+// attempt; the Host header and TLS verification use the address, as a
+// browser's would. A host that ends in a number but is no address
+// (1.2.3.4.5) is an error: browsers refuse such URLs too.
+func numericHost(u *url.URL) error {
+	host := u.Hostname()
+	a, literal, err := hostaddr.Parse(host)
+	if err != nil {
+		return err
+	}
+	if !literal || !a.Is4() || a.String() == host {
+		return nil
+	}
+	if port := u.Port(); port != "" {
+		u.Host = net.JoinHostPort(a.String(), port)
+	} else {
+		u.Host = a.String()
+	}
+	return nil
 }

@@ -52,10 +52,11 @@ type Config struct {
 	// when the slot is created (default 7 days). See ensureSlot.
 	BackfillWindow time.Duration
 	// Linger is how long after handing events over the stream waits
-	// before handing over the next ones, so that events arriving in a
-	// steady stream travel in batches rather than one by one (default 1ms;
-	// negative means never wait). An event arriving after a quiet spell is
-	// handed over at once; a full batch never waits.
+	// before handing over the next ones (default 0: never). Events need
+	// no linger to travel in batches: those that arrive while the handler
+	// is committing queue up and are handed over together as soon as it
+	// returns, and a lone event is handed over at once. Measured at 1,000
+	// events/s, a 1ms linger added 1.0ms to the median latency.
 	Linger time.Duration
 	// StampDecode sets Event.DecodedAt on every event streamed, one clock
 	// read per event (for relay bench's latency breakdown; default off).
@@ -134,9 +135,6 @@ func New(cfg Config) (*Stream, error) {
 	}
 	if cfg.BackfillWindow <= 0 {
 		cfg.BackfillWindow = 7 * 24 * time.Hour
-	}
-	if cfg.Linger == 0 {
-		cfg.Linger = time.Millisecond
 	}
 	s := &Stream{cfg: cfg, log: cfg.Logger.With().Str("component", "outbox").Logger()}
 	s.retry = dbwait.New(dbwait.Config{
@@ -357,7 +355,7 @@ func (s *Stream) session(ctx context.Context) error {
 			if !full && (len(msgs) > 0 || lingering) {
 				continue
 			}
-			if wait := s.cfg.Linger - time.Since(l.flushed); !full && len(l.pending) > 0 && wait > 0 {
+			if wait := s.cfg.Linger - time.Since(l.flushed); s.cfg.Linger > 0 && !full && len(l.pending) > 0 && wait > 0 {
 				linger.Reset(wait)
 				lingering = true
 				continue

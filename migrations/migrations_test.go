@@ -189,6 +189,44 @@ func TestEmit(t *testing.T) {
 	}
 }
 
+// TestEmitWithHeaders: the five-argument overload stores headers (trace
+// context travels there), checks them, and leaves the older calls working.
+func TestEmitWithHeaders(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	var id string
+	if err := db.Pool.QueryRow(ctx, `SELECT relay.emit('order.paid', '{"amount": 1}', 'acme', NULL,
+		jsonb_build_object('traceparent', $1::text, 'tracestate', 'vendor=x'))::text`, tp).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	var got, state string
+	var owner string
+	if err := db.Pool.QueryRow(ctx, `SELECT headers->>'traceparent', headers->>'tracestate', owner FROM relay.outbox WHERE event_id = $1`, id).
+		Scan(&got, &state, &owner); err != nil {
+		t.Fatal(err)
+	}
+	if got != tp || state != "vendor=x" || owner != "acme" {
+		t.Fatalf("stored headers %q %q owner %q", got, state, owner)
+	}
+	// The older calls are not ambiguous with the new overload.
+	for _, q := range []string{`SELECT relay.emit('a.b')`, `SELECT relay.emit('a.b', '{}')`, `SELECT relay.emit('a.b', '{}', 'o', 'k')`,
+		`SELECT relay.emit(event_type => 'a.b', payload => '{}', owner => 'o')`, `SELECT relay.emit('a.b', '{}', NULL, NULL, NULL)`} {
+		if _, err := db.Pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	pe := pgErr(t, db, `SELECT relay.emit('a.b', '{}', NULL, NULL, '{"traceparent": 1}')`)
+	if !strings.Contains(pe.Message, "headers: the value of 'traceparent' must be a single-line string") {
+		t.Fatalf("emit bad header value: %q", pe.Message)
+	}
+	pe = pgErr(t, db, `SELECT relay.emit('a.b', '{}', NULL, NULL, '["x"]')`)
+	if !strings.Contains(pe.Message, "headers must be null or a JSON object") {
+		t.Fatalf("emit bad headers: %q", pe.Message)
+	}
+}
+
 func TestSubscriptionConstraints(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)

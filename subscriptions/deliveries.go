@@ -17,6 +17,9 @@ const (
 	StatusDelivering = "delivering"
 	StatusSucceeded  = "succeeded"
 	StatusFailed     = "failed"
+	// StatusSkipped ends a delivery that came due outside its window with
+	// outside_window = skip; it is never retried, redeliver can send it.
+	StatusSkipped = "skipped"
 )
 
 // TestEventType is the type of the event the test button sends.
@@ -25,7 +28,7 @@ const TestEventType = "webhook.test"
 // ValidStatus reports whether s is a delivery status.
 func ValidStatus(s string) bool {
 	switch s {
-	case StatusPending, StatusDelivering, StatusSucceeded, StatusFailed:
+	case StatusPending, StatusDelivering, StatusSucceeded, StatusFailed, StatusSkipped:
 		return true
 	}
 	return false
@@ -113,7 +116,7 @@ const deliveryFrom = ` FROM relay.deliveries AS d
 // The next page starts with BeforeID set to the last id returned.
 func (st *Store) ListDeliveries(ctx context.Context, p DeliveryListParams) ([]Delivery, error) {
 	if p.Status != "" && !ValidStatus(p.Status) {
-		return nil, invalid("status", fmt.Sprintf("status must be one of pending, delivering, succeeded, failed (got %q)", p.Status))
+		return nil, invalid("status", fmt.Sprintf("status must be one of pending, delivering, succeeded, failed, skipped (got %q)", p.Status))
 	}
 	if p.EventType != "" && !ValidEventPattern(p.EventType) {
 		return nil, invalid("event_type", fmt.Sprintf("event_type %q is not an event type or pattern", p.EventType))
@@ -196,7 +199,7 @@ func (st *Store) GetDelivery(ctx context.Context, id int64, owner *string) (Deli
 	return dd, nil
 }
 
-// Redeliver puts a finished delivery (succeeded or failed) back in the
+// Redeliver puts a finished delivery (succeeded, failed or skipped) back in the
 // queue now, with a fresh retry schedule (relay.redeliver). A delivery
 // still pending or in flight gives ErrConflict.
 func (st *Store) Redeliver(ctx context.Context, id int64, owner *string) error {

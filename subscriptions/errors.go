@@ -2,6 +2,7 @@ package subscriptions
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -77,12 +78,30 @@ func translate(err error) error {
 		field := pe.ColumnName
 		msg := pe.Message
 		if field == "" && pe.Code == codeCheckViolation && pe.ConstraintName != "" {
-			// CHECK constraints in the schema are named with a sentence.
+			// CHECK constraints in the schema are named with a sentence
+			// that starts with the column it checks.
 			msg = pe.ConstraintName
+			field = constraintColumn(pe.ConstraintName)
 		}
 		return &ValidationError{Field: field, Message: msg, Hint: pe.Hint}
 	case codeCharNotInRepertoire, codeUntranslatableChar:
 		return &ValidationError{Field: pe.ColumnName, Message: "text must not contain NUL (U+0000) or bytes that are not UTF-8", Hint: pe.Message}
 	}
 	return err
+}
+
+// constraintColumn reads the column a CHECK constraint of the schema is
+// about from its name, a sentence such as "outside_window must be defer,
+// send or skip": the first word, when a verb of obligation follows it.
+func constraintColumn(name string) string {
+	col, rest, ok := strings.Cut(name, " ")
+	if !ok || col == "" || !(strings.HasPrefix(rest, "must ") || strings.HasPrefix(rest, "cannot ")) {
+		return ""
+	}
+	for _, r := range col {
+		if !(r >= 'a' && r <= 'z' || r == '_') {
+			return ""
+		}
+	}
+	return col
 }

@@ -34,8 +34,11 @@ type Settings struct {
 	// Retention is how long outbox rows and deliveries are kept.
 	Retention time.Duration `db:"retention" json:"retention"`
 	// AllowHTTP lets subscriptions use http:// URLs (development only).
-	AllowHTTP bool      `db:"allow_http" json:"allow_http"`
-	UpdatedAt time.Time `db:"updated_at" json:"updated_at"`
+	AllowHTTP bool `db:"allow_http" json:"allow_http"`
+	// StrictEventTypes makes relay.outbox refuse event types that are not
+	// in the catalog (relay.event_types).
+	StrictEventTypes bool      `db:"strict_event_types" json:"strict_event_types"`
+	UpdatedAt        time.Time `db:"updated_at" json:"updated_at"`
 }
 
 // Window returns the global delivery window, nil when there is none.
@@ -59,12 +62,13 @@ type SettingsUpdate struct {
 	DisableAfter          *time.Duration
 	Retention             *time.Duration
 	AllowHTTP             *bool
+	StrictEventTypes      *bool
 }
 
 var settingsColumns = `paused, paused_reason, paused_at, absence_days, ` +
 	hhmm("window_start") + ` AS window_start, ` +
 	hhmm("window_end") + ` AS window_end, window_time_zone, failure_alert_threshold,
-	disable_after, retention, allow_http, updated_at`
+	disable_after, retention, allow_http, strict_event_types, updated_at`
 
 // GetSettings reads relay.settings.
 func (st *Store) GetSettings(ctx context.Context) (Settings, error) {
@@ -178,6 +182,9 @@ func (st *Store) UpdateSettings(ctx context.Context, u SettingsUpdate) (Settings
 	}
 	if u.AllowHTTP != nil {
 		set("allow_http", *u.AllowHTTP, "")
+	}
+	if u.StrictEventTypes != nil {
+		set("strict_event_types", *u.StrictEventTypes, "")
 	}
 	if len(sets) == 0 {
 		return st.GetSettings(ctx)

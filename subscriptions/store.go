@@ -32,7 +32,7 @@ func hhmm(col string) string {
 var subscriptionColumns = `s.id, s.owner, s.name, s.url, s.event_types, s.secret, s.previous_secrets,
 	s.enabled, s.format, s.template, s.headers, s.timeout_ms, s.retry_schedule, s.max_in_flight, ` +
 	hhmm("s.window_start") + ` AS window_start, ` + hhmm("s.window_end") + ` AS window_end,
-	s.window_time_zone, s.ignore_global_window, s.consecutive_failures, s.failing_since,
+	s.window_time_zone, s.ignore_global_window, s.outside_window, s.filter::text AS filter, s.consecutive_failures, s.failing_since,
 	s.last_success_at, s.last_failure_at, s.last_error, s.alerted_at, s.disabled_reason,
 	s.created_at, s.updated_at`
 
@@ -103,11 +103,20 @@ func (st *Store) Create(ctx context.Context, p CreateParams) (Subscription, erro
 			add("window_time_zone", p.Window.TimeZone)
 		}
 	}
+	if p.OutsideWindow != "" {
+		add("outside_window", p.OutsideWindow)
+	}
+	if p.Filter != "" {
+		add("filter", p.Filter)
+	}
 	placeholders := make([]string, len(cols))
 	for i, c := range cols {
 		placeholders[i] = "$" + strconv.Itoa(i+1)
-		if c == "window_start" || c == "window_end" {
+		switch c {
+		case "window_start", "window_end":
 			placeholders[i] += "::time"
+		case "filter":
+			placeholders[i] += "::jsonpath"
 		}
 	}
 	sql := `INSERT INTO relay.subscriptions AS s (` + strings.Join(cols, ", ") + `) VALUES (` +
@@ -115,7 +124,7 @@ func (st *Store) Create(ctx context.Context, p CreateParams) (Subscription, erro
 	rows, err := st.pool.Query(ctx, sql, args...)
 	s, err := collectOne(rows, err)
 	if err != nil {
-		return Subscription{}, fmt.Errorf("creating subscription: %w", err)
+		return Subscription{}, fmt.Errorf("creating subscription: %w", filterError(err))
 	}
 	return s, nil
 }
@@ -227,6 +236,17 @@ func (st *Store) Update(ctx context.Context, id int64, owner *string, p UpdatePa
 	if p.IgnoreGlobalWindow != nil {
 		set("ignore_global_window", *p.IgnoreGlobalWindow)
 	}
+	if p.OutsideWindow != nil {
+		set("outside_window", *p.OutsideWindow)
+	}
+	if p.Filter != nil {
+		if *p.Filter == "" {
+			sets = append(sets, "filter = NULL")
+		} else {
+			set("filter", *p.Filter)
+			sets[len(sets)-1] += "::jsonpath"
+		}
+	}
 	if p.Enabled != nil {
 		sets = append(sets, enabledSets(*p.Enabled, p.DisabledReason, &args)...)
 	}
@@ -239,7 +259,7 @@ func (st *Store) Update(ctx context.Context, id int64, owner *string, p UpdatePa
 	rows, err := st.pool.Query(ctx, sql, args...)
 	s, err := collectOne(rows, err)
 	if err != nil {
-		return Subscription{}, fmt.Errorf("updating subscription %d: %w", id, err)
+		return Subscription{}, fmt.Errorf("updating subscription %d: %w", id, filterError(err))
 	}
 	return s, nil
 }

@@ -45,6 +45,33 @@ const (
 	MaxReasonLength      = 500
 )
 
+// What a subscription does with a delivery that comes due while a delivery
+// window is closed (relay.subscriptions.outside_window). The windows are the
+// subscription's own and the global one (unless IgnoreGlobalWindow). A
+// paused relay and absence days always defer, whatever this says.
+const (
+	// OutsideWindowDefer keeps the delivery pending until the window opens
+	// (the default).
+	OutsideWindowDefer = "defer"
+	// OutsideWindowSend sends it anyway: windows never hold the
+	// subscription's deliveries. It cannot be combined with a window of
+	// the subscription's own.
+	OutsideWindowSend = "send"
+	// OutsideWindowSkip ends a new delivery as skipped, with the reason,
+	// never retried; relay.redeliver can still send it (the window then
+	// defers it). Retries of a delivery first tried inside the window wait
+	// for the window instead.
+	OutsideWindowSkip = "skip"
+)
+
+// ValidOutsideWindow reports whether v is an outside_window choice.
+func ValidOutsideWindow(v string) bool {
+	return v == OutsideWindowDefer || v == OutsideWindowSend || v == OutsideWindowSkip
+}
+
+// MaxFilterLength bounds a filter's text, as the SQL constraint does.
+const MaxFilterLength = 2000
+
 // DefaultRetrySchedule is the schema's default: the first attempt plus three
 // retries after 1, 5 and 15 minutes.
 var DefaultRetrySchedule = []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute}
@@ -81,6 +108,14 @@ type Subscription struct {
 	WindowEnd          *string `db:"window_end" json:"window_end"`
 	WindowTimeZone     string  `db:"window_time_zone" json:"window_time_zone"`
 	IgnoreGlobalWindow bool    `db:"ignore_global_window" json:"ignore_global_window"`
+	// OutsideWindow is what happens to a delivery due while a window that
+	// applies to it is closed: OutsideWindowDefer, OutsideWindowSend or
+	// OutsideWindowSkip.
+	OutsideWindow string `db:"outside_window" json:"outside_window"`
+	// Filter is the optional jsonpath the payload must pass, in
+	// PostgreSQL's canonical spelling ($."amount"?(@ > 100)); nil means
+	// every event of the subscribed types.
+	Filter *string `db:"filter" json:"filter"`
 
 	// Health, kept by the dispatcher.
 	ConsecutiveFailures int        `db:"consecutive_failures" json:"consecutive_failures"`
@@ -145,6 +180,10 @@ type CreateParams struct {
 	// Window nil means no window.
 	Window             *Window
 	IgnoreGlobalWindow bool
+	// OutsideWindow "" means OutsideWindowDefer.
+	OutsideWindow string
+	// Filter "" means none; otherwise a jsonpath (see Store.CheckFilter).
+	Filter string
 }
 
 // UpdateParams change a subscription: only non-nil fields are written.
@@ -169,6 +208,9 @@ type UpdateParams struct {
 	// then kept, or set when given).
 	Window             *Window
 	IgnoreGlobalWindow *bool
+	OutsideWindow      *string
+	// Filter "" removes the filter.
+	Filter *string
 }
 
 // ListParams filter List. The zero value lists every subscription.

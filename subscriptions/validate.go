@@ -198,7 +198,15 @@ func (p *CreateParams) Validate() error {
 			return err
 		}
 	}
-	return nil
+	if p.OutsideWindow != "" {
+		if err := validateOutsideWindow(p.OutsideWindow); err != nil {
+			return err
+		}
+		if p.OutsideWindow == OutsideWindowSend && p.Window != nil {
+			return invalid("outside_window", "outside_window cannot be send with a window of its own (send goes out whatever the windows say): drop the window, or use defer or skip")
+		}
+	}
+	return validateFilterText(p.Filter)
 }
 
 // Validate checks the fields that are set, like CreateParams.Validate.
@@ -251,6 +259,36 @@ func (p *UpdateParams) Validate() error {
 		if err := validateWindow(*p.Window, true); err != nil {
 			return err
 		}
+	}
+	if p.OutsideWindow != nil {
+		if err := validateOutsideWindow(*p.OutsideWindow); err != nil {
+			return err
+		}
+		if *p.OutsideWindow == OutsideWindowSend && p.Window != nil && (p.Window.Start != "" || p.Window.End != "") {
+			return invalid("outside_window", "outside_window cannot be send with a window of its own (send goes out whatever the windows say): drop the window, or use defer or skip")
+		}
+	}
+	if p.Filter != nil {
+		return validateFilterText(*p.Filter)
+	}
+	return nil
+}
+
+func validateOutsideWindow(v string) error {
+	if !ValidOutsideWindow(v) {
+		return invalid("outside_window", fmt.Sprintf("outside_window must be one of defer, send, skip (got %q)", v))
+	}
+	return nil
+}
+
+// validateFilterText checks what can be checked without PostgreSQL, whose
+// jsonpath parser is the reference (Store.CheckFilter).
+func validateFilterText(f string) error {
+	if n := utf8.RuneCountInString(f); n > MaxFilterLength {
+		return invalid("filter", fmt.Sprintf("filter must be at most %d characters (got %d)", MaxFilterLength, n))
+	}
+	if strings.ContainsRune(f, 0) {
+		return invalid("filter", "filter must not contain NUL characters")
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		p.Status = subscriptions.StatusSucceeded
 	default:
 		if !subscriptions.ValidStatus(st) {
-			writeError(w, r, http.StatusBadRequest, "invalid_field", "status must be one of pending, delivering, succeeded, failed", "status")
+			writeError(w, r, http.StatusBadRequest, "invalid_field", "status must be one of pending, delivering, succeeded, failed, skipped", "status")
 			return
 		}
 		p.Status = st
@@ -208,15 +208,6 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) eventTypes(w http.ResponseWriter, r *http.Request) {
-	types, err := s.store.EventTypes(r.Context(), callerOf(r).scope())
-	if err != nil {
-		s.storeError(w, r, err, "event types")
-		return
-	}
-	writeJSON(w, r, http.StatusOK, map[string]any{"event_types": types})
-}
-
 // settingsJSON is relay.settings as the API shows it; durations in seconds.
 type settingsJSON struct {
 	Paused                bool        `json:"paused"`
@@ -228,6 +219,7 @@ type settingsJSON struct {
 	DisableAfterSeconds   float64     `json:"disable_after_seconds"`
 	RetentionSeconds      float64     `json:"retention_seconds"`
 	AllowHTTP             bool        `json:"allow_http"`
+	StrictEventTypes      bool        `json:"strict_event_types"`
 	UpdatedAt             time.Time   `json:"updated_at"`
 }
 
@@ -240,7 +232,7 @@ func toSettingsJSON(st subscriptions.Settings) settingsJSON {
 		Paused: st.Paused, PausedReason: st.PausedReason, PausedAt: st.PausedAt, AbsenceDays: days,
 		Window: toWindowJSON(st.Window()), FailureAlertThreshold: st.FailureAlertThreshold,
 		DisableAfterSeconds: st.DisableAfter.Seconds(), RetentionSeconds: st.Retention.Seconds(),
-		AllowHTTP: st.AllowHTTP, UpdatedAt: st.UpdatedAt,
+		AllowHTTP: st.AllowHTTP, StrictEventTypes: st.StrictEventTypes, UpdatedAt: st.UpdatedAt,
 	}
 }
 
@@ -255,6 +247,7 @@ type settingsRequest struct {
 	DisableAfterSeconds   *float64        `json:"disable_after_seconds"`
 	RetentionSeconds      *float64        `json:"retention_seconds"`
 	AllowHTTP             *bool           `json:"allow_http"`
+	StrictEventTypes      *bool           `json:"strict_event_types"`
 }
 
 func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
@@ -285,7 +278,7 @@ func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 	u := subscriptions.SettingsUpdate{
 		Paused: req.Paused, PausedReason: req.PausedReason, AbsenceDays: req.AbsenceDays,
 		FailureAlertThreshold: req.FailureAlertThreshold, DisableAfter: secondsPtr(req.DisableAfterSeconds),
-		Retention: secondsPtr(req.RetentionSeconds), AllowHTTP: req.AllowHTTP,
+		Retention: secondsPtr(req.RetentionSeconds), AllowHTTP: req.AllowHTTP, StrictEventTypes: req.StrictEventTypes,
 	}
 	var ok bool
 	if u.Window, ok = decodeWindow(w, r, req.Window); !ok {

@@ -64,6 +64,11 @@ var routes = []route{
 
 	{"GET", "/api/stats", authenticated, (*Server).stats},
 	{"GET", "/api/event-types", authenticated, (*Server).eventTypes},
+	{"GET", "/api/event-types/{name}", authenticated, (*Server).getEventType},
+	{"PUT", "/api/event-types/{name}", operatorOnly, (*Server).putEventType},
+	{"DELETE", "/api/event-types/{name}", operatorOnly, (*Server).deleteEventType},
+	{"POST", "/api/filters/check", authenticated, (*Server).checkFilter},
+	{"GET", "/api/me", authenticated, (*Server).me},
 	{"GET", "/api/settings", operatorOnly, (*Server).getSettings},
 	{"PUT", "/api/settings", operatorOnly, (*Server).putSettings},
 }

@@ -56,6 +56,8 @@ type webhookJSON struct {
 	MaxInFlight        int               `json:"max_in_flight"`
 	Window             *windowJSON       `json:"window"`
 	IgnoreGlobalWindow bool              `json:"ignore_global_window"`
+	OutsideWindow      string            `json:"outside_window"`
+	Filter             *string           `json:"filter"`
 	Health             healthJSON        `json:"health"`
 	CreatedAt          time.Time         `json:"created_at"`
 	UpdatedAt          time.Time         `json:"updated_at"`
@@ -99,7 +101,7 @@ func toWebhookJSON(s subscriptions.Subscription) webhookJSON {
 		ID: s.ID, Owner: s.Owner, Name: s.Name, URL: s.URL, Events: events, Enabled: s.Enabled,
 		Format: s.Format, Template: s.Template, Headers: headers, TimeoutMS: s.TimeoutMS,
 		RetrySchedule: sched, MaxInFlight: s.MaxInFlight, Window: toWindowJSON(s.Window()),
-		IgnoreGlobalWindow: s.IgnoreGlobalWindow,
+		IgnoreGlobalWindow: s.IgnoreGlobalWindow, OutsideWindow: s.OutsideWindow, Filter: s.Filter,
 		Health: healthJSON{
 			ConsecutiveFailures: s.ConsecutiveFailures, FailingSince: s.FailingSince,
 			LastSuccessAt: s.LastSuccessAt, LastFailureAt: s.LastFailureAt,
@@ -153,6 +155,8 @@ type createWebhookRequest struct {
 	MaxInFlight        int               `json:"max_in_flight"`
 	Window             *windowJSON       `json:"window"`
 	IgnoreGlobalWindow bool              `json:"ignore_global_window"`
+	OutsideWindow      string            `json:"outside_window"`
+	Filter             *string           `json:"filter"`
 	Secret             string            `json:"secret"`
 }
 
@@ -195,6 +199,10 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) {
 		Owner: owner, Name: req.Name, URL: req.URL, EventTypes: req.Events, Secret: req.Secret,
 		Enabled: req.Enabled, Format: req.Format, Template: req.Template, Headers: req.Headers,
 		TimeoutMS: req.TimeoutMS, MaxInFlight: req.MaxInFlight, IgnoreGlobalWindow: req.IgnoreGlobalWindow,
+		OutsideWindow: req.OutsideWindow,
+	}
+	if req.Filter != nil {
+		p.Filter = *req.Filter
 	}
 	if req.RetrySchedule != nil {
 		p.RetrySchedule = secondsToDurations(*req.RetrySchedule)
@@ -289,6 +297,9 @@ type updateWebhookRequest struct {
 	MaxInFlight        *int               `json:"max_in_flight"`
 	Window             json.RawMessage    `json:"window"`
 	IgnoreGlobalWindow *bool              `json:"ignore_global_window"`
+	OutsideWindow      *string            `json:"outside_window"`
+	// Filter null or "" removes the filter.
+	Filter json.RawMessage `json:"filter"`
 }
 
 // decodeWindow reads a window that may be null (remove it).
@@ -336,11 +347,21 @@ func (s *Server) updateWebhook(w http.ResponseWriter, r *http.Request) {
 	p := subscriptions.UpdateParams{
 		Name: req.Name, URL: req.URL, EventTypes: req.Events, Enabled: req.Enabled, DisabledReason: req.DisabledReason,
 		Format: req.Format, Template: req.Template, Headers: req.Headers, TimeoutMS: req.TimeoutMS,
-		MaxInFlight: req.MaxInFlight, IgnoreGlobalWindow: req.IgnoreGlobalWindow,
+		MaxInFlight: req.MaxInFlight, IgnoreGlobalWindow: req.IgnoreGlobalWindow, OutsideWindow: req.OutsideWindow,
 	}
 	if req.RetrySchedule != nil {
 		d := secondsToDurations(*req.RetrySchedule)
 		p.RetrySchedule = &d
+	}
+	if len(req.Filter) > 0 {
+		f := ""
+		if string(req.Filter) != "null" {
+			if err := json.Unmarshal(req.Filter, &f); err != nil {
+				writeError(w, r, http.StatusBadRequest, "invalid_field", "filter must be a jsonpath string, or null to remove it", "filter")
+				return
+			}
+		}
+		p.Filter = &f
 	}
 	if p.Window, ok = decodeWindow(w, r, req.Window); !ok {
 		return

@@ -17,7 +17,8 @@ import (
 )
 
 var webhookKeys = []string{"id", "owner", "name", "url", "events", "enabled", "format", "template", "headers",
-	"timeout_ms", "retry_schedule", "max_in_flight", "window", "ignore_global_window", "health", "created_at", "updated_at"}
+	"timeout_ms", "retry_schedule", "max_in_flight", "window", "ignore_global_window", "outside_window", "filter",
+	"health", "created_at", "updated_at"}
 
 var healthKeys = []string{"consecutive_failures", "failing_since", "last_success_at", "last_failure_at", "last_error", "disabled_reason"}
 
@@ -45,6 +46,8 @@ func TestAuthentication(t *testing.T) {
 		{"POST", fmt.Sprintf("/api/webhooks/%d/replay", id)}, {"GET", "/api/deliveries"}, {"GET", "/api/deliveries/1"},
 		{"POST", "/api/deliveries/1/redeliver"}, {"GET", "/api/stats"}, {"GET", "/api/event-types"},
 		{"GET", "/api/settings"}, {"PUT", "/api/settings"}, {"GET", "/api/nothing-here"},
+		{"GET", "/api/me"}, {"POST", "/api/filters/check"}, {"GET", "/api/event-types/order.paid"},
+		{"PUT", "/api/event-types/order.paid"}, {"DELETE", "/api/event-types/order.paid"},
 	}
 	for _, p := range paths {
 		for _, tok := range []string{"", "wrong", tokens.Generate(), operatorToken + "x"} {

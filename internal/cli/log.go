@@ -112,8 +112,8 @@ func (c *CLI) cmdLog(ctx context.Context, args []string) error {
 	fs := c.newFlagSet("log", "log [--status S] [--outcome O] [--days N | --since DURATION|TIME] [--sub ID] [--owner O] [--event-type T] [--limit N] [--follow] [--json]")
 	dbURL := c.databaseURLFlag(fs)
 	asJSON := jsonFlag(fs)
-	status := fs.String("status", "", "only attempts of deliveries in this status: pending, delivering, succeeded or failed")
-	outcome := fs.String("outcome", "", "only attempts with this outcome: succeeded, retry or failed")
+	status := fs.String("status", "", "only attempts of deliveries in this status: pending, delivering, succeeded, failed or skipped")
+	outcome := fs.String("outcome", "", "only attempts with this outcome: succeeded, retry, failed or skipped")
 	days := fs.Int("days", 0, "only attempts of the last N days")
 	sinceArg := fs.String("since", "", "only attempts since a duration ago (90m, 2h, 7d) or a time (2024-05-01T12:00:00Z)")
 	subID := fs.Int64("sub", 0, "only this subscription's attempts")
@@ -129,12 +129,12 @@ func (c *CLI) cmdLog(ctx context.Context, args []string) error {
 	}
 	f := logFilter{status: *status, outcome: *outcome, subID: *subID, owner: *owner, eventType: *eventType}
 	if f.status != "" && !subscriptions.ValidStatus(f.status) {
-		return usageError("invalid --status %q: want pending, delivering, succeeded or failed", f.status)
+		return usageError("invalid --status %q: want pending, delivering, succeeded, failed or skipped", f.status)
 	}
 	switch f.outcome {
-	case "", "succeeded", "retry", "failed":
+	case "", "succeeded", "retry", "failed", "skipped":
 	default:
-		return usageError("invalid --outcome %q: want succeeded, retry or failed", f.outcome)
+		return usageError("invalid --outcome %q: want succeeded, retry, failed or skipped", f.outcome)
 	}
 	set := flagsSet(fs)
 	if set["days"] && set["since"] {

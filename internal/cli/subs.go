@@ -36,11 +36,11 @@ func init() {
 	subsActions = []*subsAction{
 		{"list", "subs list [--owner O] [--enabled|--disabled] [--event-type T] [--limit N] [--json]",
 			"list subscriptions", (*CLI).subsList},
-		{"add", "subs add --name N --url U --events a.b,c.* [--owner O] [--format json|slack|discord] [--header k=v]... [--timeout 10s] [--retry 1m,5m,15m] [--window 22:00-06:00 --tz Europe/Paris] [--json]",
+		{"add", "subs add --name N --url U --events a.b,c.* [--owner O] [--format json|slack|discord] [--header k=v]... [--timeout 10s] [--retry 1m,5m,15m] [--window 22:00-06:00 --tz Europe/Paris] [--outside-window defer|send|skip] [--filter JSONPATH] [--json]",
 			"create a subscription and print its secret (shown only once)", (*CLI).subsAdd},
 		{"show", "subs show ID [--json]",
 			"show one subscription with its health and last 24 hours", (*CLI).subsShow},
-		{"update", "subs update ID [--name N] [--url U] [--events a.b,c.*] [--format F] [--header k=v]... [--timeout D] [--retry D,D|none] [--window HH:MM-HH:MM|none] [--tz Z] [--json]",
+		{"update", "subs update ID [--name N] [--url U] [--events a.b,c.*] [--format F] [--header k=v]... [--timeout D] [--retry D,D|none] [--window HH:MM-HH:MM|none] [--tz Z] [--outside-window W] [--filter JSONPATH|none] [--json]",
 			"change a subscription (only the flags given)", (*CLI).subsUpdate},
 		{"rm", "subs rm ID [--json]",
 			"remove a subscription with its deliveries", (*CLI).subsRemove},
@@ -215,6 +215,7 @@ type subSettings struct {
 	name, url, events, format, template *string
 	headers                             stringsFlag
 	timeout, retry, window, tz          *string
+	outsideWindow, filter               *string
 	maxInFlight                         *int
 	ignoreGlobalWindow                  *bool
 	allowCIDRs                          stringsFlag
@@ -233,6 +234,8 @@ func (c *CLI) defineSubSettings(fs *flag.FlagSet) *subSettings {
 		tz:                 fs.String("tz", "", "time zone of --window, an IANA name such as Europe/Paris (default UTC)"),
 		maxInFlight:        fs.Int("max-in-flight", 0, "requests in flight at once to this subscription, 1 to 256 (default 8)"),
 		ignoreGlobalWindow: fs.Bool("ignore-global-window", false, "deliver outside the global window of relay.settings"),
+		outsideWindow:      fs.String("outside-window", "", "while a window is closed: defer (wait, the default), send (go out anyway) or skip (end the delivery as skipped)"),
+		filter:             fs.String("filter", "", `payload filter, a PostgreSQL jsonpath: $.amount ? (@ > 100) or $.channel == "email"`),
 	}
 	fs.Var(&s.headers, "header", "custom header name=value (repeatable)")
 	fs.Var(&s.allowCIDRs, "allow-cidr", "accept URLs in this address range, e.g. 10.0.0.0/8 (repeatable; env RELAY_ALLOW_CIDRS)")
@@ -367,6 +370,7 @@ func (c *CLI) subsAdd(ctx context.Context, a *subsAction, args []string) error {
 	p := subscriptions.CreateParams{
 		Name: *ss.name, URL: strings.TrimSpace(*ss.url), Format: *ss.format, Secret: *secret,
 		MaxInFlight: *ss.maxInFlight, IgnoreGlobalWindow: *ss.ignoreGlobalWindow,
+		OutsideWindow: *ss.outsideWindow, Filter: strings.TrimSpace(*ss.filter),
 	}
 	if *owner != "" {
 		p.Owner = owner
@@ -507,6 +511,10 @@ func (c *CLI) printSub(s subscriptions.Subscription, stats *subscriptions.Stats)
 		window += " (ignores the global window)"
 	}
 	t.row("window:", window)
+	t.row("outside window:", s.OutsideWindow)
+	if s.Filter != nil {
+		t.row("filter:", truncate(*s.Filter, 100))
+	}
 	secrets := "1"
 	if n := len(s.PreviousSecrets); n > 0 {
 		last := s.PreviousSecrets[0].ExpiresAt
@@ -611,6 +619,16 @@ func (c *CLI) subsUpdate(ctx context.Context, a *subsAction, args []string) erro
 	}
 	if set["ignore-global-window"] {
 		p.IgnoreGlobalWindow, changes = ss.ignoreGlobalWindow, changes+1
+	}
+	if set["outside-window"] {
+		p.OutsideWindow, changes = ss.outsideWindow, changes+1
+	}
+	if set["filter"] {
+		f := strings.TrimSpace(*ss.filter)
+		if f == "none" {
+			f = ""
+		}
+		p.Filter, changes = &f, changes+1
 	}
 	windowNeedsCurrent := false
 	if set["window"] {

@@ -393,3 +393,32 @@ func TestSubsTestSendsOneTestEvent(t *testing.T) {
 	// The test attempts are in the delivery log.
 	expectCLI(t, env, 0, []string{"webhook.test", "succeeded", "200", "HTTP 500 Internal Server Error"}, "log")
 }
+
+// TestSubsFilterAndOutsideWindow: the CLI sets, shows, changes and removes
+// a payload filter and the outside-window choice; a bad filter is refused
+// with PostgreSQL's message.
+func TestSubsFilterAndOutsideWindow(t *testing.T) {
+	t.Parallel()
+	_, env := opsDB(t)
+	out := expectCLI(t, env, 0, nil, "subs", "add", "--name", "big", "--url", "https://hooks.example.com/big", "--events", "order.*",
+		"--filter", "$.amount ? (@ > 100)", "--window", "09:00-18:00", "--outside-window", "skip", "--json")
+	var v struct {
+		ID            int64   `json:"id"`
+		Filter        *string `json:"filter"`
+		OutsideWindow string  `json:"outside_window"`
+	}
+	decodeJSON(t, out, &v)
+	if v.Filter == nil || *v.Filter != `$."amount"?(@ > 100)` || v.OutsideWindow != "skip" {
+		t.Fatalf("added: %s", out)
+	}
+	id := strconv.FormatInt(v.ID, 10)
+	expectCLI(t, env, 0, []string{"outside window:", "skip", `filter:`, `$."amount"?(@ > 100)`}, "subs", "show", id)
+	expectCLI(t, env, 1, []string{"filter", "syntax error"}, "subs", "update", id, "--filter", "$.amount ? (@ >")
+	expectCLI(t, env, 1, []string{"outside_window must be one of defer, send, skip"}, "subs", "update", id, "--outside-window", "later")
+	expectCLI(t, env, 1, []string{"outside_window cannot be send with a window of its own"}, "subs", "update", id, "--outside-window", "send")
+	out = expectCLI(t, env, 0, nil, "subs", "update", id, "--filter", "none", "--outside-window", "send", "--window", "none", "--json")
+	decodeJSON(t, out, &v)
+	if v.Filter != nil || v.OutsideWindow != "send" {
+		t.Fatalf("updated: %s", out)
+	}
+}

@@ -68,6 +68,8 @@ func TestConsole(t *testing.T) {
 	run("PhoneCards", testLayout)
 	run("OwnerScoped", testOwnerScoped)
 	run("Settings", testSettings)
+	run("CatalogAndFilter", testCatalogAndFilter)
+	run("OwnerFromMe", testOwnerFromMe)
 	run("French", testFrench)
 }
 

@@ -96,26 +96,19 @@ export const api = {
   getDelivery: (id) => request('GET', `/api/deliveries/${id}`),
   redeliver: (id) => request('POST', `/api/deliveries/${id}/redeliver`),
   stats: (days) => request('GET', '/api/stats' + query({ days })),
-  eventTypes: () => request('GET', '/api/event-types').then((r) => r.event_types),
+  // eventTypes answers {event_types: [names], catalog: [{name, description, example, …}]}.
+  eventTypes: () => request('GET', '/api/event-types'),
+  checkFilter: (filter, payload) => request('POST', '/api/filters/check', { filter, payload }),
+  me: () => request('GET', '/api/me'),
   getSettings: () => request('GET', '/api/settings'),
   putSettings: (body) => request('PUT', '/api/settings', body),
 };
 
 /**
- * probe checks a token before it is stored and tells what it may do:
- * {operator: bool, settings: object|null}. GET /api/settings answers 200 to
- * the operator and 403 to an owner token; 401 means a wrong token.
+ * probe checks a token before it is stored and tells who it is and what the
+ * settings allow it (GET /api/me): {operator, owner, allow_http, paused, …}.
+ * A wrong token throws an ApiError with status 401.
  */
-export async function probe(token) {
-  try {
-    const settings = await request('GET', '/api/settings', undefined, { token });
-    return { operator: true, settings };
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 403) {
-      // An owner token: make sure it really works on an owner route.
-      await request('GET', '/api/webhooks', undefined, { token });
-      return { operator: false, settings: null };
-    }
-    throw e;
-  }
+export function probe(token) {
+  return request('GET', '/api/me', undefined, { token });
 }

@@ -6,7 +6,7 @@
 
 import { ApiError, clearToken, getToken, probe, setToken, setUnauthorizedHandler } from './api.js';
 import { applyStatic, lang, onLangChange, setLang, t } from './i18n.js';
-import { applySettings, resetSession, session } from './state.js';
+import { applyMe, resetSession, session } from './state.js';
 import * as webhooks from './webhooks.js';
 import * as deliveries from './deliveries.js';
 import * as settings from './settings.js';
@@ -28,11 +28,10 @@ function showSignIn(message) {
 }
 
 async function signIn(token) {
-  const who = await probe(token); // throws ApiError on a wrong token
+  const me = await probe(token); // throws ApiError on a wrong token
   setToken(token);
   resetSession();
-  session.operator = who.operator;
-  if (who.settings) applySettings(who.settings);
+  applyMe(me);
   startShell();
 }
 

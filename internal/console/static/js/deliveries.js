@@ -121,7 +121,7 @@ function render() {
   clear(section);
   const status = h('select', { id: 'f-status', name: 'status' },
     h('option', { value: '' }, t('filter.any')),
-    ['pending', 'delivering', 'succeeded', 'failed'].map((s) => h('option', { value: s, selected: filters.status === s }, t('status.' + s))));
+    ['pending', 'delivering', 'succeeded', 'failed', 'skipped'].map((s) => h('option', { value: s, selected: filters.status === s }, t('status.' + s))));
   const days = h('select', { id: 'f-days', name: 'days' },
     [['1', 'filter.day1'], ['7', 'filter.days7'], ['30', 'filter.days30'], ['90', 'filter.days90']]
       .map(([v, k]) => h('option', { value: v, selected: filters.days === v }, t(k))));
@@ -294,7 +294,7 @@ function deliveryRow(d, isNew) {
       loadDetail(d.id);
     }
   });
-  const canRedeliver = d.status === 'failed' || d.status === 'succeeded';
+  const canRedeliver = d.status === 'failed' || d.status === 'succeeded' || d.status === 'skipped';
   const redeliver = canRedeliver ? h('button', {
     type: 'button', class: 'btn btn-small', 'data-action': 'redeliver', 'data-focus-key': `redeliver-${d.id}`,
     'aria-label': t('deliveries.redeliverLabel', { id: d.id }),

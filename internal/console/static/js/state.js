@@ -5,16 +5,18 @@
 export const session = {
   // operator is true for the operator token, false for an owner token.
   operator: false,
-  // owner is the owner an owner token acts for, when known (the API has no
-  // "who am I" route: it is read from the owner's webhooks).
+  // owner is the owner an owner token acts for (GET /api/me).
   owner: null,
-  // allowHTTP mirrors relay.settings.allow_http. Only the operator can read
-  // settings, so for owner tokens it stays false and http:// URLs are
-  // refused as you type, like on a production server.
+  // allowHTTP mirrors relay.settings.allow_http, as GET /api/me tells every
+  // token, so http:// URLs are refused as you type only where the server
+  // refuses them.
   allowHTTP: false,
-  // paused mirrors relay.settings.paused (operator only), for the banner.
+  // paused mirrors relay.settings.paused, for the banner; the reason is
+  // told to the operator only.
   paused: false,
   pausedReason: null,
+  // canTest tells whether this server can send test deliveries.
+  canTest: true,
 };
 
 export function resetSession() {
@@ -23,6 +25,18 @@ export function resetSession() {
   session.allowHTTP = false;
   session.paused = false;
   session.pausedReason = null;
+  session.canTest = true;
+}
+
+/** applyMe fills the session from GET /api/me. */
+export function applyMe(me) {
+  session.operator = !!me.operator;
+  session.owner = me.owner || null;
+  session.allowHTTP = !!me.allow_http;
+  session.paused = !!me.paused;
+  session.pausedReason = me.paused_reason || null;
+  session.canTest = me.can_test_webhooks !== false;
+  sessionChanged();
 }
 
 // sessionChanged tells the shell (top bar, paused banner) that session

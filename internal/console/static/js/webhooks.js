@@ -4,7 +4,7 @@
 
 import { api, ApiError } from './api.js';
 import { t } from './i18n.js';
-import { session, sessionChanged } from './state.js';
+import { session } from './state.js';
 import { renderStats } from './stats.js';
 import {
   append, clear, confirmDialog, eventBadge, h, newId, openModal, toast, truncateURL, withBusy,
@@ -39,12 +39,6 @@ async function load() {
     const list = await api.listWebhooks();
     if (seq !== loadSeq || !section) return;
     hooks = list;
-    // The API has no "who am I": an owner token learns its owner name
-    // from its own webhooks.
-    if (!session.operator && hooks.length && hooks[0].owner && session.owner !== hooks[0].owner) {
-      session.owner = hooks[0].owner;
-      sessionChanged();
-    }
     renderList(document.getElementById('webhooks-body'));
   } catch (e) {
     if (seq !== loadSeq || !body) return;
@@ -484,7 +478,9 @@ function webhookForm(existing, { onCancel, onDone }) {
   const eventsErr = h('p', { class: 'field-error', id: `${p}-events-error` });
   const noTypes = h('p', { class: 'hint', hidden: true }, t('form.noEventTypes'));
   const seen = new Set();
-  const addOption = (value, checked) => {
+  // catalog maps a cataloged type to its entry (description, example).
+  const catalog = new Map();
+  const addOption = (value, checked, description) => {
     if (seen.has(value)) {
       const box = checks.querySelector(`input[value="${CSS.escape(value)}"]`);
       if (box && checked) box.checked = true;
@@ -492,8 +488,9 @@ function webhookForm(existing, { onCancel, onDone }) {
     }
     seen.add(value);
     const id = newId(`${p}-ev`);
-    checks.append(h('label', { class: 'check', for: id },
-      h('input', { type: 'checkbox', id, name: 'events', value, checked }), ' ', eventBadge(value)));
+    checks.append(h('label', { class: 'check', for: id, title: description || null },
+      h('input', { type: 'checkbox', id, name: 'events', value, checked }), ' ', eventBadge(value),
+      description ? h('span', { class: 'check-desc' }, description) : null));
     noTypes.hidden = true;
   };
   for (const e of existing ? existing.events : []) addOption(e, true);
@@ -521,8 +518,15 @@ function webhookForm(existing, { onCancel, onDone }) {
       addPattern();
     }
   });
-  api.eventTypes().then((types) => {
-    for (const ty of types) addOption(ty, false);
+  // The catalog (relay.event_types) first, with descriptions, then the
+  // types already emitted; the test event is not something to subscribe to.
+  api.eventTypes().then((r) => {
+    for (const e of r.catalog || []) {
+      if (e.name === 'webhook.test') continue;
+      catalog.set(e.name, e);
+      addOption(e.name, false, e.description);
+    }
+    for (const ty of r.event_types || []) addOption(ty, false);
     if (seen.size === 0) noTypes.hidden = false;
   }).catch(() => {
     if (seen.size === 0) noTypes.hidden = false;
@@ -549,6 +553,88 @@ function webhookForm(existing, { onCancel, onDone }) {
     })),
     formatErr);
 
+  // Payload filter, checked against a sample payload by the server (the
+  // same SQL fan-out runs), before saving.
+  const filter = h('input', {
+    id: `${p}-filter`, name: 'filter', autocomplete: 'off', spellcheck: 'false', class: 'mono',
+    placeholder: '$.amount ? (@ > 100)', value: existing && existing.filter ? existing.filter : '',
+  });
+  const sample = h('textarea', { id: `${p}-sample`, class: 'mono sample', rows: '4', spellcheck: 'false', placeholder: '{"amount": 120}' });
+  const sampleErr = h('p', { class: 'field-error', id: `${p}-sample-error` });
+  const checkResult = h('p', { class: 'filter-result', id: `${p}-filter-result`, role: 'status' });
+  const checkBtn = h('button', { type: 'button', class: 'btn btn-small', id: `${p}-check-filter` }, t('form.filterCheck'));
+  // The sample starts as the catalog's example of the first chosen type.
+  const fillSample = () => {
+    if (sample.value.trim()) return;
+    for (const box of checks.querySelectorAll('input:checked')) {
+      const e = catalog.get(box.value);
+      if (e && e.example) {
+        sample.value = JSON.stringify(e.example, null, 2);
+        return;
+      }
+    }
+  };
+  checkBtn.addEventListener('click', async () => {
+    checkResult.textContent = '';
+    checkResult.className = 'filter-result';
+    setError('filter', '');
+    sampleErr.textContent = '';
+    const f = filter.value.trim();
+    if (!f) {
+      setError('filter', t('form.filterEmpty'));
+      filter.focus();
+      return;
+    }
+    fillSample();
+    let payload = null;
+    if (sample.value.trim()) {
+      try {
+        payload = JSON.parse(sample.value);
+      } catch (e) {
+        sampleErr.textContent = t('form.sampleInvalid', { reason: e.message });
+        sample.focus();
+        return;
+      }
+    }
+    await withBusy(checkBtn, async () => {
+      try {
+        const r = await api.checkFilter(f, payload);
+        const kind = t('form.filterKind.' + r.kind);
+        if (r.matches === null || r.matches === undefined) {
+          checkResult.textContent = t('form.filterValid', { kind });
+        } else {
+          checkResult.textContent = r.matches ? t('form.filterMatches', { kind }) : t('form.filterNoMatch', { kind });
+          checkResult.classList.add(r.matches ? 'filter-yes' : 'filter-no');
+        }
+      } catch (err) {
+        if (err instanceof ApiError && err.field === 'payload') sampleErr.textContent = err.message;
+        else setError('filter', err.message);
+      }
+    });
+  });
+  const filterSet = h('fieldset', { class: 'field fieldset', 'data-field': `${p}-filter` },
+    h('legend', {}, t('form.filter')),
+    h('label', { for: `${p}-filter`, class: 'sr-only' }, t('form.filter')),
+    filter,
+    h('p', { class: 'hint', id: `${p}-filter-hint` }, t('form.filterHint')),
+    h('p', { class: 'field-error', id: `${p}-filter-error` }),
+    h('label', { for: `${p}-sample` }, t('form.sample')),
+    sample, sampleErr,
+    h('div', { class: 'inline' }, checkBtn),
+    checkResult);
+  filter.setAttribute('aria-describedby', `${p}-filter-hint ${p}-filter-error`);
+
+  // Outside the delivery window.
+  const ow = existing ? existing.outside_window || 'defer' : 'defer';
+  const owSet = h('fieldset', { class: 'field fieldset', 'aria-describedby': `${p}-outside_window-error` },
+    h('legend', {}, t('form.outsideWindow')),
+    h('div', { class: 'radios' }, ['defer', 'send', 'skip'].map((v) => {
+      const id = `${p}-outside-${v}`;
+      return h('label', { class: 'radio', for: id },
+        h('input', { type: 'radio', id, name: 'outside_window', value: v, checked: v === ow }), ' ', t('form.outside.' + v));
+    })),
+    h('p', { class: 'field-error', id: `${p}-outside_window-error` }));
+
   const formErr = h('p', { class: 'form-error', id: `${p}-form-error`, role: 'alert' });
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: `${p}-submit` }, existing ? t('form.save') : t('form.create'));
   const cancel = h('button', { type: 'button', class: 'btn', onclick: onCancel }, t('cancel'));
@@ -556,20 +642,27 @@ function webhookForm(existing, { onCancel, onDone }) {
   append(form,
     field(`${p}-name`, t('form.name'), name),
     field(`${p}-url`, t('form.url'), url, urlHint),
-    eventsSet, formatSet,
+    eventsSet, formatSet, filterSet, owSet,
     existing ? h('p', { class: 'hint' }, t('secret.hidden')) : null,
     formErr,
     h('div', { class: 'modal-actions' }, cancel, submit));
 
   // Errors next to their field.
   const errEl = (key) => form.querySelector(`#${p}-${key}-error`);
-  const controlOf = { name, url, events: pattern, format: form.querySelector(`#${p}-format-json`) };
-  const setError = (key, message) => {
+  const controlOf = {
+    name, url, events: pattern, format: form.querySelector(`#${p}-format-json`), filter,
+    outside_window: form.querySelector(`#${p}-outside-defer`),
+  };
+  function setError(key, message) {
     const el = errEl(key);
     if (el) el.textContent = message || '';
     const c = controlOf[key];
-    if (c && key !== 'format') c.setAttribute('aria-invalid', message ? 'true' : 'false');
-  };
+    if (c && key !== 'format' && key !== 'outside_window') c.setAttribute('aria-invalid', message ? 'true' : 'false');
+  }
+  filter.addEventListener('input', () => {
+    setError('filter', '');
+    checkResult.textContent = '';
+  });
 
   // URL checked as you type: a wrong scheme is reported at once; an
   // incomplete URL only when the field is left, not at every keystroke.
@@ -603,7 +696,10 @@ function webhookForm(existing, { onCancel, onDone }) {
       url: url.value.trim(),
       events: [...checks.querySelectorAll('input:checked')].map((c) => c.value),
       format: (form.querySelector('input[name="format"]:checked') || { value: 'json' }).value,
+      outside_window: (form.querySelector('input[name="outside_window"]:checked') || { value: 'defer' }).value,
     };
+    const filterText = filter.value.trim();
+    if (filterText) values.filter = filterText;
     // A pattern typed but not added counts: people expect it to.
     const typed = pattern.value.trim();
     if (typed) {
@@ -635,6 +731,8 @@ function webhookForm(existing, { onCancel, onDone }) {
       if (values.url !== existing.url) body.url = values.url;
       if ([...values.events].sort().join(' ') !== [...existing.events].sort().join(' ')) body.events = values.events;
       if (values.format !== existing.format) body.format = values.format;
+      if (values.outside_window !== (existing.outside_window || 'defer')) body.outside_window = values.outside_window;
+      if (filterText !== (existing.filter || '')) body.filter = filterText || null;
       if (Object.keys(body).length === 0) {
         onDone(existing);
         return;
@@ -652,7 +750,7 @@ function webhookForm(existing, { onCancel, onDone }) {
 
   // Server-side validation errors name a field: show them there.
   function showServerError(err) {
-    const known = { name: 'name', url: 'url', events: 'events', format: 'format' };
+    const known = { name: 'name', url: 'url', events: 'events', format: 'format', filter: 'filter', outside_window: 'outside_window' };
     const key = err instanceof ApiError && err.field ? known[err.field] : null;
     if (key) {
       setError(key, err.message);

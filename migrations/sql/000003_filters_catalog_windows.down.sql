@@ -47,6 +47,7 @@ END
 $$;
 
 DROP TRIGGER subscriptions_touch ON relay.subscriptions;
+DROP INDEX relay.subscriptions_filtered;
 ALTER TABLE relay.subscriptions
     DROP CONSTRAINT "outside_window cannot be send with a window of its own",
     DROP COLUMN outside_window,

@@ -37,6 +37,7 @@ type job struct {
 	schedule     []time.Duration
 	window       *window.Window
 	ignoreGlobal bool
+	outside      window.Outside
 	targeted     bool
 	maxInFlight  int
 

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/pgoutbox/relay/sink/policy/window"
+	"github.com/pgoutbox/relay/sink/record"
 )
 
 func (d *Dispatcher) claimLoop(ctx context.Context) {
@@ -78,10 +81,12 @@ func (d *Dispatcher) claimOnce(ctx context.Context) (time.Duration, error) {
 }
 
 // admit takes claimed jobs into this relay's hands: those the global
-// switches or their subscription's window allow now are queued, the others
-// go back to pending until their window opens. claimedAt is a moment
-// before the claim was made: a job not started within LeaseMargin/2 of it
-// is handed back unsent.
+// switches or their subscription's window allow now are queued; the others
+// go back to pending until their window opens, or, for a subscription that
+// skips outside its window (outside_window = skip) and a delivery never
+// attempted, end skipped with the reason. claimedAt is a moment before the
+// claim was made: a job not started within LeaseMargin/2 of it is handed
+// back unsent.
 func (d *Dispatcher) admit(ctx context.Context, jobs []*job, settings Settings, claimedAt time.Time) error {
 	if len(jobs) == 0 {
 		return nil
@@ -90,15 +95,24 @@ func (d *Dispatcher) admit(ctx context.Context, jobs []*job, settings Settings, 
 	sendBy := claimedAt.Add(d.cfg.LeaseMargin / 2)
 	var deferIDs []int64
 	var deferUntil []time.Time
+	var skipped []record.Skipped
 	d.mu.Lock()
 	for _, j := range jobs {
-		at, paused := settings.Gate.NextSendTime(now, j.window, j.ignoreGlobal)
-		if paused {
-			at = now.Add(d.cfg.PollInterval)
+		outside := j.outside
+		if j.targeted {
+			outside = window.Defer // a test is never skipped
 		}
-		if at.After(now) {
+		dec := settings.Gate.Decide(now, j.window, j.ignoreGlobal, outside, j.attempts == 0)
+		switch {
+		case dec.Skip:
+			skipped = append(skipped, record.Skipped{DeliveryID: j.deliveryID, Attempt: j.attempts + 1, At: now, Reason: dec.Reason})
+			continue
+		case dec.Paused:
+			dec.At = now.Add(d.cfg.PollInterval)
+		}
+		if dec.At.After(now) {
 			deferIDs = append(deferIDs, j.deliveryID)
-			deferUntil = append(deferUntil, at)
+			deferUntil = append(deferUntil, dec.At)
 			continue
 		}
 		j.sendBy = sendBy
@@ -122,6 +136,14 @@ func (d *Dispatcher) admit(ctx context.Context, jobs []*job, settings Settings, 
 			return fmt.Errorf("deferring deliveries to their window: %w", err)
 		}
 		d.log.Debug().Int("num_deliveries", len(deferIDs)).Msg("deferred deliveries to their delivery window")
+	}
+	if len(skipped) > 0 {
+		if err := d.recorder.Skip(ctx, skipped); err != nil {
+			// Still claimed by this relay: the lease runs out and they are
+			// decided again then.
+			return fmt.Errorf("recording skipped deliveries: %w", err)
+		}
+		d.log.Debug().Int("num_deliveries", len(skipped)).Msg("skipped deliveries outside their delivery window")
 	}
 	return nil
 }

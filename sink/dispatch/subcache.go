@@ -36,6 +36,7 @@ type subInfo struct {
 	schedule     []time.Duration
 	window       *window.Window
 	ignoreGlobal bool
+	outside      window.Outside
 	maxInFlight  int
 }
 
@@ -60,7 +61,8 @@ SELECT s.id, s.updated_at, s.url, s.secret,
              WHERE (p->>'expires_at')::timestamptz > now() ORDER BY (p->>'expires_at')::timestamptz DESC),
        s.format, coalesce(s.template, ''), s.headers::text, s.timeout_ms,
        ARRAY(SELECT extract(epoch FROM i)::float8 FROM unnest(s.retry_schedule) AS i),
-       s.window_start::text, s.window_end::text, s.window_time_zone, s.ignore_global_window, s.max_in_flight
+       s.window_start::text, s.window_end::text, s.window_time_zone, s.ignore_global_window, s.max_in_flight,
+       s.outside_window
 FROM relay.subscriptions AS s
 WHERE s.id = ANY($1)`
 
@@ -95,10 +97,15 @@ func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time)
 		var timeoutMS int
 		var schedule []float64
 		var ws, we *string
-		var zone string
+		var zone, outside string
 		if err := rows.Scan(&s.id, &s.updatedAt, &s.url, &s.secret, &s.previous, &s.expires, &s.format, &s.template,
-			&headers, &timeoutMS, &schedule, &ws, &we, &zone, &s.ignoreGlobal, &s.maxInFlight); err != nil {
+			&headers, &timeoutMS, &schedule, &ws, &we, &zone, &s.ignoreGlobal, &s.maxInFlight, &outside); err != nil {
 			return nil, fmt.Errorf("reading subscriptions: %w", err)
+		}
+		if s.outside, err = window.ParseOutside(outside); err != nil {
+			// The schema's constraint makes this unreachable; defer, the
+			// choice that loses nothing.
+			c.log.Warn().Err(err).Int64("subscription_id", s.id).Msg("deferring outside the window")
 		}
 		s.headers = []byte(headers)
 		s.timeout = time.Duration(timeoutMS) * time.Millisecond
@@ -143,6 +150,7 @@ func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time)
 func (s *subInfo) fill(j *job, now time.Time) {
 	j.url, j.format, j.template, j.subHeaders = s.url, s.format, s.template, s.headers
 	j.timeout, j.window, j.ignoreGlobal, j.maxInFlight = s.timeout, s.window, s.ignoreGlobal, s.maxInFlight
+	j.outside = s.outside
 	j.secrets = make([]string, 0, 1+len(s.previous))
 	j.secrets = append(j.secrets, s.secret)
 	for i, p := range s.previous {

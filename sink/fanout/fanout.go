@@ -77,10 +77,23 @@ func New(pool *pgxpool.Pool, cfg Config) *Fanout {
 // operator subscriptions only. A targeted event (the test button) reaches its
 // one subscription, enabled or not. A replayed WAL range is absorbed by
 // ON CONFLICT DO NOTHING.
+//
+// Payload filters (relay.subscriptions.filter) are evaluated here too, by
+// relay.payload_matches, on the payloads as the WAL carried them ($6, text):
+// reading them back from relay.outbox would cost a lookup per event and,
+// for a row not yet visible to this session (see handleChunk), would find
+// nothing and silently match nothing. The payloads are parsed as jsonb
+// only when some enabled subscription has a filter (one probe of a partial
+// index), once per event. A targeted event is not filtered: the test button
+// reaches its subscription whatever its filter says.
 const fanoutSQL = `
-WITH e AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
-        AS e(event_id, candidates, owner, target, skip)
+WITH f AS (
+    SELECT EXISTS (SELECT 1 FROM relay.subscriptions WHERE enabled AND filter IS NOT NULL) AS any
+), e AS MATERIALIZED (
+    SELECT u.event_id, u.candidates, u.owner, u.target, u.skip,
+           CASE WHEN f.any THEN u.payload::jsonb END AS payload
+    FROM f, unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
+        AS u(event_id, candidates, owner, target, skip, payload)
 ), matched AS (
     SELECT e.event_id, s.id AS subscription_id
     FROM e
@@ -89,6 +102,7 @@ WITH e AS (
      AND s.event_types && string_to_array(e.candidates, ' ')
      AND (s.owner IS NULL OR s.owner = e.owner)
      AND s.id IS DISTINCT FROM e.skip
+     AND (s.filter IS NULL OR relay.payload_matches(e.payload, s.filter, s.filter_is_predicate))
     WHERE e.target IS NULL
     UNION ALL
     SELECT e.event_id, s.id
@@ -112,9 +126,13 @@ SELECT n.inserted, (SELECT count(*) FROM note) FROM n`
 // event order. It returns how many deliveries were inserted and left pending,
 // and one row per claimed delivery with its subscription's updated_at.
 const fanoutClaimSQL = `
-WITH e AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) WITH ORDINALITY
-        AS e(event_id, candidates, owner, target, skip, ord)
+WITH f AS (
+    SELECT EXISTS (SELECT 1 FROM relay.subscriptions WHERE enabled AND filter IS NOT NULL) AS any
+), e AS MATERIALIZED (
+    SELECT u.event_id, u.candidates, u.owner, u.target, u.skip, u.ord,
+           CASE WHEN f.any THEN u.payload::jsonb END AS payload
+    FROM f, unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $12::text[]) WITH ORDINALITY
+        AS u(event_id, candidates, owner, target, skip, payload, ord)
 ), matched AS (
     SELECT e.ord, e.event_id, s.id AS subscription_id, s.window_start IS NULL AS may_take, s.max_in_flight, s.timeout_ms
     FROM e
@@ -123,6 +141,7 @@ WITH e AS (
      AND s.event_types && string_to_array(e.candidates, ' ')
      AND (s.owner IS NULL OR s.owner = e.owner)
      AND s.id IS DISTINCT FROM e.skip
+     AND (s.filter IS NULL OR relay.payload_matches(e.payload, s.filter, s.filter_is_predicate))
     WHERE e.target IS NULL
     UNION ALL
     SELECT e.ord, e.event_id, s.id, false, s.max_in_flight, s.timeout_ms
@@ -183,6 +202,7 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error 
 func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64, error) {
 	ids := make([]string, len(events))
 	cands := make([]string, len(events))
+	payloads := make([]string, len(events))
 	byType := map[string]string{}
 	// Owners, targets and skips stay nil (SQL NULL, which unnest pads
 	// with NULLs) unless an event has one: encoding arrays of pointers is
@@ -196,7 +216,7 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 			c = eventTypeCandidates(ev.Type)
 			byType[ev.Type] = c
 		}
-		ids[i], cands[i] = ev.EventID, c
+		ids[i], cands[i], payloads[i] = ev.EventID, c, string(ev.Payload)
 		if ev.Owner != nil {
 			if owners == nil {
 				owners = make([]*string, len(events))
@@ -231,12 +251,12 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 	insert := func() error {
 		if h == nil {
 			var notified int64
-			err := f.pool.QueryRow(ctx, fanoutSQL, ids, cands, owners, targets, skips).Scan(&created, &notified)
+			err := f.pool.QueryRow(ctx, fanoutSQL, ids, cands, owners, targets, skips, payloads).Scan(&created, &notified)
 			pending = created
 			return err
 		}
 		var err error
-		created, pending, claimed, err = f.insertClaiming(ctx, h, events, ids, cands, owners, targets, skips)
+		created, pending, claimed, err = f.insertClaiming(ctx, h, events, ids, cands, payloads, owners, targets, skips)
 		return err
 	}
 	// Logical decoding may hand over a transaction a moment before its rows
@@ -292,13 +312,13 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 // insertClaiming runs fanoutClaimSQL and describes the deliveries it
 // claimed from the events in memory.
 func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, events []outbox.Event,
-	ids, cands []string, owners []*string, targets, skips []*int64) (created, pending int64, claimed []dispatch.Claimed, err error) {
+	ids, cands, payloads []string, owners []*string, targets, skips []*int64) (created, pending int64, claimed []dispatch.Claimed, err error) {
 	// Not cancelled with ctx, for the same reason as the dispatcher's claim:
 	// rows claimed by a statement that commits after Stop would wait for
 	// their lease to end.
 	ctx = context.WithoutCancel(ctx)
 	rows, err := f.pool.Query(ctx, fanoutClaimSQL, ids, cands, owners, targets, skips, h.RoomIDs, h.RoomN, h.HoldPerSlot, h.Free,
-		h.WorkerID, h.Lease.String())
+		h.WorkerID, h.Lease.String(), payloads)
 	if err != nil {
 		return 0, 0, nil, err
 	}

@@ -57,8 +57,9 @@ func TestPackageLayout(t *testing.T) {
 		"sink/format":          {},
 		"sink/send":            {"internal/hostaddr"}, // pure: how browsers read numeric hosts
 		"sink/record":          {"sink/policy/classify"},
-		"sink/dispatch":        {"signer", "sink/format", "sink/policy/classify", "sink/policy/retry", "sink/policy/window", "sink/record", "sink/send"},
-		"sink/fanout":          {"outbox", "sink/dispatch"},
+		"sink/dispatch": {"signer", "sink/format", "sink/policy/classify", "sink/policy/retry", "sink/policy/window", "sink/record", "sink/send",
+			"internal/telemetry/eventtrace"},
+		"sink/fanout": {"outbox", "sink/dispatch", "internal/telemetry/eventtrace"},
 	}
 	for name := range pkgs {
 		if _, ok := allowed[name]; !ok {

@@ -10,12 +10,14 @@
 // batches; the other OTEL_EXPORTER_OTLP_* variables (headers, timeout,
 // certificates) and OTEL_TRACES_SAMPLER are read by the SDK as usual.
 //
-// Spans of an event (see event.go) join the trace of the application
-// transaction that emitted it when its headers carry a W3C traceparent.
+// Spans of an event (see package eventtrace) join the trace of the
+// application transaction that emitted it when its headers carry a W3C
+// traceparent.
 package telemetry
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/url"
@@ -29,6 +31,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/pgoutbox/relay/internal/telemetry/eventtrace"
 )
 
 // TracerName names relay's tracer (the instrumentation scope).
@@ -169,4 +173,30 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("exporting the last spans: %w", err)
 	}
 	return err
+}
+
+// eventIDGenerator gives the capture span of an event without traceparent
+// the ids eventtrace derived from its uuid, and random ids to every other
+// span.
+type eventIDGenerator struct{}
+
+func (eventIDGenerator) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
+	if tid, sid, ok := eventtrace.RootIDs(ctx); ok {
+		return tid, sid
+	}
+	var tid trace.TraceID
+	for !tid.IsValid() {
+		_, _ = rand.Read(tid[:])
+	}
+	return tid, randomSpanID()
+}
+
+func (eventIDGenerator) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return randomSpanID() }
+
+func randomSpanID() trace.SpanID {
+	var sid trace.SpanID
+	for !sid.IsValid() {
+		_, _ = rand.Read(sid[:])
+	}
+	return sid
 }

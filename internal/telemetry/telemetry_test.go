@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/pgoutbox/relay/internal/telemetry"
+	"github.com/pgoutbox/relay/internal/telemetry/eventtrace"
 )
 
 func TestEndpointFromEnv(t *testing.T) {
@@ -46,8 +47,8 @@ func TestOffByDefault(t *testing.T) {
 	}
 	h := http.Header{}
 	h.Set("traceparent", "from-the-event")
-	telemetry.Inject(context.Background(), h)
-	if h.Get("traceparent") != "from-the-event" {
+	eventtrace.Inject(context.Background(), h)
+	if h.Get("Traceparent") != "from-the-event" {
 		t.Fatal("Inject without a span changed the event's header")
 	}
 	if err := tr.Shutdown(context.Background()); err != nil {
@@ -97,12 +98,12 @@ const (
 func TestEventWithTraceparent(t *testing.T) {
 	tr, exp := start(t)
 	headers := []byte(`{"Traceparent": "` + traceparent + `", "tracestate": "app=1", "x-other": "y"}`)
-	for _, st := range []telemetry.Stage{telemetry.StageCapture, telemetry.StageFanout, telemetry.StageAttempt} {
-		ctx, span := tr.Tracer().Start(telemetry.EventContext(context.Background(), eventID, headers, st), "stage")
-		if st == telemetry.StageAttempt {
+	for _, st := range []eventtrace.Stage{eventtrace.StageCapture, eventtrace.StageFanout, eventtrace.StageAttempt} {
+		ctx, span := tr.Tracer().Start(eventtrace.EventContext(context.Background(), eventID, headers, st), "stage")
+		if st == eventtrace.StageAttempt {
 			h := http.Header{}
 			h.Set("Traceparent", "stale")
-			telemetry.Inject(ctx, h)
+			eventtrace.Inject(ctx, h)
 			want := "00-" + traceID + "-" + span.SpanContext().SpanID().String() + "-01"
 			if h.Get("traceparent") != want || h.Get("tracestate") != "app=1" {
 				t.Fatalf("injected %q %q, want %q and the event's tracestate", h.Get("traceparent"), h.Get("tracestate"), want)
@@ -127,9 +128,9 @@ func TestEventWithoutTraceparent(t *testing.T) {
 	tr, exp := start(t)
 	for _, headers := range [][]byte{nil, []byte(`{"traceparent": "not-a-traceparent"}`)} {
 		exp.Reset()
-		_, capture := tr.Tracer().Start(telemetry.EventContext(context.Background(), eventID, headers, telemetry.StageCapture), "capture")
+		_, capture := tr.Tracer().Start(eventtrace.EventContext(context.Background(), eventID, headers, eventtrace.StageCapture), "capture")
 		capture.End()
-		_, attempt := tr.Tracer().Start(telemetry.EventContext(context.Background(), eventID, headers, telemetry.StageAttempt), "attempt")
+		_, attempt := tr.Tracer().Start(eventtrace.EventContext(context.Background(), eventID, headers, eventtrace.StageAttempt), "attempt")
 		attempt.End()
 		spans := exp.GetSpans()
 		if len(spans) != 2 {

@@ -8,6 +8,11 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgoutbox/relay/internal/telemetry/eventtrace"
 	"github.com/pgoutbox/relay/signer"
 	"github.com/pgoutbox/relay/sink/format"
 	"github.com/pgoutbox/relay/sink/policy/classify"
@@ -77,9 +82,18 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) *result {
 			if j.stages != nil {
 				j.stages.RequestStart = time.Now()
 			}
-			res = d.cfg.Sender.Send(ctx, send.Request{
+			sendCtx := ctx
+			var span trace.Span
+			if d.cfg.Spans != nil {
+				sendCtx, span = d.startAttemptSpan(ctx, j, r.rec.Attempt)
+				eventtrace.Inject(sendCtx, header)
+			}
+			res = d.cfg.Sender.Send(sendCtx, send.Request{
 				URL: j.url, Body: body, Header: header, Timeout: j.timeout, AllowHTTP: settings.AllowHTTP,
 			})
+			if span != nil {
+				endAttemptSpan(span, res)
+			}
 			if j.stages != nil {
 				j.stages.Answered = time.Now()
 			}
@@ -111,6 +125,36 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) *result {
 		rec.Status = "failed"
 	}
 	return r
+}
+
+// startAttemptSpan starts the span of one attempt, a child of the event's
+// trace context (its traceparent, or the trace its uuid names).
+func (d *Dispatcher) startAttemptSpan(ctx context.Context, j *job, attempt int) (context.Context, trace.Span) {
+	ctx = eventtrace.EventContext(ctx, j.eventID, j.eventHeaders, eventtrace.StageAttempt)
+	return d.cfg.Spans.Start(ctx, "relay.attempt", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("relay.event_id", j.eventID),
+		attribute.String("relay.event_type", j.eventType),
+		attribute.Int64("relay.delivery_id", j.deliveryID),
+		attribute.Int64("relay.subscription_id", j.subID),
+		attribute.Int("relay.attempt", attempt),
+		attribute.String("http.request.method", "POST"),
+		attribute.String("url.full", send.MaskURL(j.url)),
+	))
+}
+
+// endAttemptSpan records the answer (or the failure to get one) and ends
+// the span.
+func endAttemptSpan(span trace.Span, res send.Result) {
+	if res.StatusCode != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", res.StatusCode))
+	}
+	switch {
+	case res.Err != nil:
+		span.SetStatus(codes.Error, res.ErrorText())
+	case res.StatusCode < 200 || res.StatusCode > 299:
+		span.SetStatus(codes.Error, strconv.Itoa(res.StatusCode))
+	}
+	span.End()
 }
 
 // headers builds the request headers of DESIGN.md §4 (the sender adds

@@ -27,6 +27,7 @@ import (
 	"github.com/pgoutbox/relay/sink/record"
 	"github.com/pgoutbox/relay/sink/send"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Observer receives delivery measurements (Prometheus metrics in relay run).
@@ -95,6 +96,11 @@ type Config struct {
 	// Tracer, when set, receives the clock points of every recorded
 	// attempt (relay bench's latency breakdown); nil takes none.
 	Tracer Tracer
+	// Spans, when set, records an OpenTelemetry span for each attempt, a child of the
+	// event's trace (see package eventtrace), and the request carries a
+	// traceparent naming it. Nil means no tracing, at no cost: the event's
+	// own headers (a traceparent among them) are still sent as they are.
+	Spans trace.Tracer
 }
 
 // Dispatcher claims due deliveries, sends them and records every attempt.

@@ -20,7 +20,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/pgoutbox/relay/internal/telemetry/eventtrace"
 	"github.com/pgoutbox/relay/outbox"
 	"github.com/pgoutbox/relay/sink/dispatch"
 )
@@ -40,6 +44,11 @@ type Config struct {
 	// subscriptions with their own window, and any beyond its room, are
 	// left pending as without it.
 	Dispatcher *dispatch.Dispatcher
+	// Spans, when set, records for each event a capture span (from its
+	// commit to its arrival here) and a fan-out span (the statement that
+	// wrote its deliveries), children of the event's trace (see package
+	// eventtrace). Nil means no tracing, at no cost.
+	Spans trace.Tracer
 }
 
 // Fanout turns committed outbox events into delivery rows: one per matching
@@ -187,7 +196,14 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error 
 		if per := f.perEvent.Load(); per > 0 {
 			n = min(n, max(1, int(chunkDeliveries*1000/per)))
 		}
+		var spans []trace.Span
+		if f.cfg.Spans != nil {
+			spans = f.startSpans(ctx, events[:n])
+		}
 		created, err := f.handleChunk(ctx, events[:n])
+		if spans != nil {
+			endSpans(spans, n, created, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -357,6 +373,42 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, events
 		return 0, 0, nil, err
 	}
 	return created, pending, claimed, nil
+}
+
+// startSpans ends each event's capture span (it ran from the commit to
+// now) and starts its fan-out span.
+func (f *Fanout) startSpans(ctx context.Context, events []outbox.Event) []trace.Span {
+	now := time.Now()
+	spans := make([]trace.Span, len(events))
+	for i := range events {
+		ev := &events[i]
+		attrs := trace.WithAttributes(attribute.String("relay.event_id", ev.EventID), attribute.String("relay.event_type", ev.Type))
+		start := ev.CommitTime
+		if start.IsZero() || start.After(now) {
+			start = now
+		}
+		cctx := eventtrace.EventContext(ctx, ev.EventID, ev.Headers, eventtrace.StageCapture)
+		_, capture := f.cfg.Spans.Start(cctx, "relay.capture", trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindConsumer), attrs,
+			trace.WithAttributes(attribute.String("relay.commit_lsn", ev.CommitLSN.String())))
+		capture.End(trace.WithTimestamp(now))
+		fctx := eventtrace.EventContext(ctx, ev.EventID, ev.Headers, eventtrace.StageFanout)
+		_, spans[i] = f.cfg.Spans.Start(fctx, "relay.fanout", trace.WithTimestamp(now), attrs)
+	}
+	return spans
+}
+
+// endSpans ends the fan-out spans of a chunk of n events that made
+// created deliveries (or failed with err; the stream will hand the events
+// again).
+func endSpans(spans []trace.Span, n int, created int64, err error) {
+	now := time.Now()
+	for _, s := range spans {
+		s.SetAttributes(attribute.Int("relay.fanout.num_events", n), attribute.Int64("relay.fanout.num_deliveries", created))
+		if err != nil {
+			s.SetStatus(codes.Error, err.Error())
+		}
+		s.End(trace.WithTimestamp(now))
+	}
 }
 
 // eventTypeCandidates lists the patterns matching an event type, separated

@@ -1,19 +1,35 @@
-package telemetry
+// Package eventtrace carries an event's trace context through relay's
+// stages: which span each stage's span descends from, and the traceparent
+// an attempt sends. It uses the OpenTelemetry API only (no SDK, nothing of
+// PostgreSQL or HTTP), so the stages can import it without the exporter;
+// package telemetry sets up the SDK that records the spans.
+//
+// When the event's headers carry a valid W3C traceparent, every span relay
+// makes for it (capture, fan-out, each attempt, on any relay, hours apart)
+// is a child of that span, so they appear in the trace of the application
+// transaction that emitted the event. An attempt then sends the receiver a
+// traceparent naming the attempt's span as parent (same trace id), and the
+// event's tracestate.
+//
+// When it carries none, the event's uuid (webhook-id, 16 bytes) is the
+// trace id: the capture span is the root, with a span id taken from the
+// uuid too, and fan-out and attempts are its children. Every stage finds
+// the trace again from the event alone, with nothing stored, and a person
+// can look a webhook's trace up by its webhook-id.
+package eventtrace
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"net/http"
+	"net/textproto"
 	"strings"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// An event's trace.
+// An event's trace, in short:
 //
 // When the event's headers carry a valid W3C traceparent, every span relay
 // makes for it (capture, fan-out, each attempt, on any relay, hours apart)
@@ -73,15 +89,39 @@ func EventContext(ctx context.Context, eventID string, headers []byte, stage Sta
 	}))
 }
 
-// Inject sets traceparent and tracestate on h from the span in ctx, when it
-// is valid (tracing on); otherwise h is left as it is, with whatever the
-// event's own headers put there.
-func Inject(ctx context.Context, h http.Header) {
+// Inject sets traceparent and tracestate on h (request headers with
+// canonical keys) from the span in ctx, when it is valid (tracing on);
+// otherwise h is left as it is, with whatever the event's own headers put
+// there.
+func Inject(ctx context.Context, h map[string][]string) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
-	h.Del(HeaderTracestate)
-	traceContext.Inject(ctx, propagation.HeaderCarrier(h))
+	delete(h, textproto.CanonicalMIMEHeaderKey(HeaderTracestate))
+	traceContext.Inject(ctx, headerCarrier(h))
+}
+
+// headerCarrier is propagation.HeaderCarrier over a plain header map, so
+// this package needs nothing of net/http.
+type headerCarrier map[string][]string
+
+func (c headerCarrier) Get(key string) string {
+	if v := c[textproto.CanonicalMIMEHeaderKey(key)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c headerCarrier) Set(key, value string) {
+	c[textproto.CanonicalMIMEHeaderKey(key)] = []string{value}
+}
+
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // traceHeaders reads traceparent and tracestate from an event's headers,
@@ -128,7 +168,8 @@ func eventIDs(eventID string) (trace.TraceID, trace.SpanID, bool) {
 	return tid, sid, true
 }
 
-// rootIDs asks eventIDGenerator for the ids of a root span.
+// rootIDsKey marks the context of an event's capture span when the event
+// has no traceparent: the span must get the ids derived from the event.
 type rootIDsKey struct{}
 
 type rootIDs struct {
@@ -136,34 +177,11 @@ type rootIDs struct {
 	span  trace.SpanID
 }
 
-// eventIDGenerator gives the capture span of an event without traceparent
-// the ids EventContext derived from its uuid, and random ids to every other
-// span.
-type eventIDGenerator struct{}
-
-func (eventIDGenerator) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
-	if r, ok := ctx.Value(rootIDsKey{}).(rootIDs); ok {
-		return r.trace, r.span
-	}
-	var tid trace.TraceID
-	for !tid.IsValid() {
-		_, _ = rand.Read(tid[:])
-	}
-	return tid, randomSpanID()
-}
-
-func (eventIDGenerator) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return randomSpanID() }
-
-func randomSpanID() trace.SpanID {
-	var sid trace.SpanID
-	for !sid.IsValid() {
-		binary.LittleEndian.PutUint64(sid[:], randUint64())
-	}
-	return sid
-}
-
-func randUint64() uint64 {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return binary.LittleEndian.Uint64(b[:])
+// RootIDs returns the trace and span ids EventContext asked for the span
+// started from ctx, if any. The SDK's ID generator (package telemetry)
+// calls it; any other generator ignores it, and the capture span then gets
+// random ids (its children still share the event's trace id).
+func RootIDs(ctx context.Context) (trace.TraceID, trace.SpanID, bool) {
+	r, ok := ctx.Value(rootIDsKey{}).(rootIDs)
+	return r.trace, r.span, ok
 }

@@ -202,3 +202,51 @@ func TestFanoutInChunks(t *testing.T) {
 	})
 	assertExactlyOnce(t, db, 450)
 }
+
+// Fan-out hands deliveries over before its commit is confirmed, so the
+// request may be sent for a delivery whose insert then fails to commit
+// (here a deferred trigger fails the first fan-out at commit, after the
+// request had time to go out; in life, the server dies). Its attempt is
+// not recorded against a row that does not exist, the stream replays the
+// event, and the receiver gets it again with the same webhook-id: one
+// delivery row, one attempt in the log, two arrivals.
+func TestHandoffBeforeCommitThatFails(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	rc := newCountingReceiver(t, 0)
+	subscribe(t, db, nil, rc.URL+"/a", []string{"*"}, "")
+	db.Exec(t, `CREATE SEQUENCE public.fanout_commits`)
+	db.Exec(t, `CREATE FUNCTION public.fail_first_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('public.fanout_commits') = 1 THEN
+				PERFORM pg_sleep(0.3);
+				RAISE EXCEPTION 'the first fan-out fails at commit';
+			END IF;
+			RETURN NULL;
+		END $$`)
+	db.Exec(t, `CREATE CONSTRAINT TRIGGER fail_first_commit AFTER INSERT ON relay.deliveries
+		DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.fail_first_commit()`)
+	startHandoff(t, db, nil)
+	var eventID string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT relay.emit('c.x', '{}')::text`).Scan(&eventID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the delivery succeeded", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE status = 'succeeded'`) == 1
+	})
+	waitFor(t, 10*time.Second, "two arrivals", func() bool {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		return rc.seen[eventID+"/a"] == 2
+	})
+	assertExactlyOnce(t, db, 1)
+	if n := count(t, db.Pool, `SELECT count(*) FROM relay.delivery_attempts`); n != 1 {
+		t.Errorf("%d attempts recorded, want 1 (the committed delivery's)", n)
+	}
+	if n := count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE attempts = 1 AND locked_by IS NULL`); n != 1 {
+		t.Errorf("the delivery row is not settled after one attempt")
+	}
+	if n := count(t, db.Pool, `SELECT last_value FROM public.fanout_commits`); n < 2 {
+		t.Errorf("the fan-out committed %d times: the failure was not exercised", n)
+	}
+}

@@ -305,15 +305,15 @@ func splitOfFanout(f *FanoutResult) *CPUSplit {
 // producer's commit, and from the point before it.
 func (b *Breakdown) write(w io.Writer) {
 	fmt.Fprintf(w, "\nLatency breakdown (%d events traced, %d handed over by fan-out; ms, p50 / p90 / p99):\n", b.Traced, b.HandedOver)
-	fmt.Fprintf(w, "  %-18s %-26s %s\n", "clock point", "from commit", "from the point before")
+	fmt.Fprintf(w, "  %-18s %-22s %s\n", "clock point", "from commit", "step")
 	for _, p := range b.Points {
 		if p.Events == 0 {
 			fmt.Fprintf(w, "  %-18s (not passed)\n", p.Name)
 			continue
 		}
-		fmt.Fprintf(w, "  %-18s %-26s %s\n", p.Name,
+		fmt.Fprintf(w, "  %-18s %-22s %-22s from %s\n", p.Name,
 			fmt.Sprintf("%.2f / %.2f / %.2f", p.FromCommit.P50, p.FromCommit.P90, p.FromCommit.P99),
-			fmt.Sprintf("%.2f / %.2f / %.2f", p.Step.P50, p.Step.P90, p.Step.P99))
+			fmt.Sprintf("%.2f / %.2f / %.2f", p.Step.P50, p.Step.P90, p.Step.P99), p.From)
 	}
 	fmt.Fprintf(w, "  per event: relay %.1f context switches, %.1f read/write system calls; PostgreSQL %.0f bytes of WAL (the insert included)\n",
 		b.ContextSwitchesPerEvent, b.SyscallsPerEvent, b.WALBytesPerEvent)

@@ -105,7 +105,9 @@ func readStageLog(path string) (map[string][7]int64, error) {
 // pass it (claimed from the table, not handed over by fan-out) are left
 // out of its figures.
 type StagePoint struct {
-	Name       string    `json:"name"`
+	Name string `json:"name"`
+	// From names the point Step is measured from.
+	From       string    `json:"from"`
 	Events     int       `json:"events"`
 	FromCommit Latencies `json:"from_commit"`
 	Step       Latencies `json:"step"`
@@ -129,18 +131,34 @@ type Breakdown struct {
 	WALBytesPerEvent        float64 `json:"wal_bytes_per_event"`
 }
 
-// stagePoints names the points in order; index 0 is the producer's
-// commit, "receipt" the receiver's clock, the others relay's.
-var stagePoints = []string{"commit", "WAL decoded", "fan-out sent", "fan-out committed", "handed over",
-	"request start", "receipt", "answer", "recorded"}
+// stagePoints are the clock points in the order they are printed, each
+// with the point its step is measured from. "commit" is the producer's
+// clock, "receipt" the receiver's, the others relay's: at is the index
+// in stageRecord.At, -1 for commit, -2 for receipt. Fan-out may hand
+// deliveries over before its commit is confirmed (the request need not
+// wait for it), so "fan-out committed" is measured from "fan-out sent".
+var stagePoints = []struct {
+	name, from string
+	at         int
+}{
+	{"WAL decoded", "commit", 0},
+	{"fan-out sent", "WAL decoded", 1},
+	{"handed over", "fan-out sent", 3},
+	{"fan-out committed", "fan-out sent", 2},
+	{"request start", "handed over", 4},
+	{"receipt", "request start", -2},
+	{"answer", "receipt", 5},
+	{"recorded", "answer", 6},
+}
 
 // breakdown joins the producers' commit times, relay's clock points and
-// the receipts.
+// the receipts. A step whose earlier point an event did not pass (a
+// delivery claimed from the table has no fan-out points) is measured from
+// the last point before it that the event passed.
 func breakdown(samples []sample, stages map[string][7]int64, rep ReceiverReport) *Breakdown {
 	b := &Breakdown{}
-	n := len(stagePoints)
-	from := make([][]time.Duration, n)
-	step := make([][]time.Duration, n)
+	from := make([][]time.Duration, len(stagePoints))
+	step := make([][]time.Duration, len(stagePoints))
 	for _, s := range samples {
 		at, ok := stages[s.id]
 		recv, got := rep.Times[s.id]
@@ -151,20 +169,33 @@ func breakdown(samples []sample, stages map[string][7]int64, rep ReceiverReport)
 		if at[1] != 0 {
 			b.HandedOver++
 		}
-		// Points in stagePoints order.
-		pts := []int64{s.commitNs, at[0], at[1], at[2], at[3], at[4], recv, at[5], at[6]}
-		prev := pts[0]
-		for i := 1; i < n; i++ {
-			if pts[i] == 0 {
+		seen := map[string]int64{"commit": s.commitNs}
+		last := s.commitNs
+		for i, p := range stagePoints {
+			var t int64
+			switch p.at {
+			case -2:
+				t = recv
+			default:
+				t = at[p.at]
+			}
+			if t == 0 {
 				continue
 			}
-			from[i] = append(from[i], time.Duration(pts[i]-pts[0]))
-			step[i] = append(step[i], time.Duration(pts[i]-prev))
-			prev = pts[i]
+			prev, ok := seen[p.from]
+			if !ok {
+				prev = last
+			}
+			from[i] = append(from[i], time.Duration(t-s.commitNs))
+			step[i] = append(step[i], time.Duration(t-prev))
+			seen[p.name] = t
+			if p.name != "fan-out committed" {
+				last = t
+			}
 		}
 	}
-	for i := 1; i < n; i++ {
-		b.Points = append(b.Points, StagePoint{Name: stagePoints[i], Events: len(from[i]),
+	for i, p := range stagePoints {
+		b.Points = append(b.Points, StagePoint{Name: p.name, From: p.from, Events: len(from[i]),
 			FromCommit: percentiles(from[i]), Step: percentiles(step[i])})
 	}
 	return b

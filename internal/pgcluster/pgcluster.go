@@ -300,6 +300,83 @@ func (c *Cluster) Stop() error {
 	return nil
 }
 
+// Kill ends the server with SIGKILL, the postmaster and every one of its
+// processes at once, as the kernel's OOM killer or a power cut would:
+// nothing is flushed or shut down cleanly, so the next Start runs crash
+// recovery. Each server process is its own session leader (PostgreSQL
+// calls setsid in every child), so they are found through /proc: the
+// postmaster is stopped first so that it forks no more, then all are
+// killed. It waits for the postmaster to exit and its children to go.
+func (c *Cluster) Kill() error {
+	if c.cmd == nil {
+		return nil
+	}
+	pm := c.cmd.Process.Pid
+	if err := syscall.Kill(pm, syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("stopping postgres: %w", err)
+	}
+	children := childrenOf(pm)
+	for _, pid := range children {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if err := syscall.Kill(pm, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("killing postgres: %w", err)
+	}
+	<-c.exited
+	c.cmd = nil
+	if c.logFile != nil {
+		c.logFile.Close()
+		c.logFile = nil
+	}
+	// Killed children are reaped by init; wait until they are gone, so
+	// that the next Start does not find their shared memory in use.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, pid := range children {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// alive reports whether pid is a process that has not exited (a zombie
+// waiting to be reaped has: it holds no memory any more).
+func alive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || len(stat) < i+3 || (stat[i+2] != 'Z' && stat[i+2] != 'X')
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command is in parentheses and may hold spaces: the parent
+		// pid is the second field after the last ')'.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
 // Restart stops and starts the server on the same data and port.
 func (c *Cluster) Restart(ctx context.Context) error {
 	if err := c.Stop(); err != nil {

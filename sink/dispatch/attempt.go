@@ -51,6 +51,9 @@ type job struct {
 	sendBy time.Time
 	// stages holds its clock points when the dispatcher traces, else nil.
 	stages *Stages
+	// commit, for a delivery fan-out handed over before its commit was
+	// confirmed, is that commit's outcome; nil when committed already.
+	commit *Commit
 }
 
 // result is the outcome of one attempt, waiting to be recorded.
@@ -59,6 +62,9 @@ type result struct {
 	rec      record.Attempt
 	released bool // cancelled by a hard stop: not an attempt
 	requeue  bool // held too long to start: handed back unsent
+	// uncommitted: the delivery's insert did not commit (see Commit), so
+	// there is nothing to record; the event is replayed.
+	uncommitted bool
 }
 
 // attempt sends one delivery and decides what happens next.

@@ -66,7 +66,7 @@ func (d *Dispatcher) claimOnce(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := d.admit(ctx, jobs, settings, claimedAt); err != nil {
+	if err := d.admit(ctx, jobs, settings, claimedAt, nil); err != nil {
 		return 0, err
 	}
 	if len(jobs) == limit {
@@ -87,7 +87,10 @@ func (d *Dispatcher) claimOnce(ctx context.Context) (time.Duration, error) {
 // attempted, end skipped with the reason. claimedAt is a moment before the
 // claim was made: a job not started within LeaseMargin/2 of it is handed
 // back unsent.
-func (d *Dispatcher) admit(ctx context.Context, jobs []*job, settings Settings, claimedAt time.Time) error {
+// commit, for deliveries fan-out handed over before their commit was
+// confirmed, is that commit (nil otherwise): rows not yet committed cannot
+// be updated, so deferring or skipping them waits for it.
+func (d *Dispatcher) admit(ctx context.Context, jobs []*job, settings Settings, claimedAt time.Time, commit *Commit) error {
 	if len(jobs) == 0 {
 		return nil
 	}
@@ -125,9 +128,32 @@ func (d *Dispatcher) admit(ctx context.Context, jobs []*job, settings Settings, 
 		d.enqueueLocked(j)
 	}
 	d.mu.Unlock()
+	if len(deferIDs) == 0 && len(skipped) == 0 {
+		return nil
+	}
+	if commit == nil {
+		return d.settleUnsent(ctx, deferIDs, deferUntil, skipped)
+	}
+	// The fan-out confirms its commit after this returns: settle them once
+	// it has (Stop waits for this as for the hand-over itself).
+	d.handoffs.Add(1)
+	go func() {
+		defer d.handoffs.Done()
+		if commit.wait() != nil {
+			return // not inserted: the event is replayed
+		}
+		if err := d.settleUnsent(context.WithoutCancel(ctx), deferIDs, deferUntil, skipped); err != nil {
+			d.log.Warn().Err(err).Msg("deferring or skipping handed-over deliveries; their leases will expire and they are decided again then")
+		}
+	}()
+	return nil
+}
+
+// settleUnsent writes what admit decided for deliveries it does not send
+// now: deferred ones back to pending until their window opens (nothing is
+// attempted, nothing is dropped), skipped ones ended with the reason.
+func (d *Dispatcher) settleUnsent(ctx context.Context, deferIDs []int64, deferUntil []time.Time, skipped []record.Skipped) error {
 	if len(deferIDs) > 0 {
-		// Outside a window or on an absence day: back to pending until the
-		// window opens. Nothing is attempted, nothing is dropped.
 		_, err := d.cfg.Pool.Exec(ctx, `
 			UPDATE relay.deliveries AS d SET status = 'pending', next_attempt_at = u.at, locked_until = NULL, locked_by = NULL
 			FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, at)

@@ -80,11 +80,13 @@ type Claimed struct {
 	Stages *Stages
 }
 
-// Accept takes the committed deliveries claimed under h and ends the
-// reservation. On error (their subscriptions could not be read) they stay
-// leased to this relay and are sent when the lease ends, or handed back at
-// Stop: late, never lost.
-func (h *Handoff) Accept(ctx context.Context, claimed []Claimed) error {
+// Accept takes the deliveries claimed under h and ends the reservation.
+// commit is the outcome of their transaction when it is still to be
+// confirmed (see Commit), nil when they are committed already. On error
+// (their subscriptions could not be read) they stay leased to this relay
+// and are sent when the lease ends, or handed back at Stop: late, never
+// lost.
+func (h *Handoff) Accept(ctx context.Context, claimed []Claimed, commit *Commit) error {
 	d := h.d
 	defer d.handoffs.Done()
 	if len(claimed) == 0 {
@@ -99,7 +101,7 @@ func (h *Handoff) Accept(ctx context.Context, claimed []Claimed) error {
 			deliveryID: c.DeliveryID, subID: c.SubscriptionID,
 			eventID: c.EventID, eventType: c.EventType, owner: c.Owner, key: c.Key,
 			payload: c.Payload, eventHeaders: c.Headers, eventCreatedAt: c.CreatedAt,
-			stages: c.Stages,
+			stages: c.Stages, commit: commit,
 		}
 		jobs[i] = &all[i]
 		want[c.SubscriptionID] = c.SubscriptionUpdatedAt
@@ -111,8 +113,39 @@ func (h *Handoff) Accept(ctx context.Context, claimed []Claimed) error {
 	if err != nil {
 		return fmt.Errorf("reading subscriptions of %d handed-over deliveries (they are sent when their lease ends): %w", len(jobs), err)
 	}
-	return d.admit(ctx, filled, h.settings, h.claimedAt)
+	return d.admit(ctx, filled, h.settings, h.claimedAt, commit)
 }
 
 // Cancel ends a reservation under which nothing was claimed.
 func (h *Handoff) Cancel() { h.d.handoffs.Done() }
+
+// Commit is the outcome, still to come, of the transaction that inserted
+// deliveries handed over under a Handoff. Fan-out hands them over as soon
+// as its statement has returned their rows, before the commit is
+// confirmed, so a request does not wait for the commit's WAL flush; the
+// attempt is recorded only once the commit is confirmed (a delivery row
+// not yet committed cannot be updated). When the commit fails (the server
+// died), the deliveries do not exist: their attempts are dropped, and the
+// stream, which acknowledges the WAL only after a confirmed commit,
+// replays the events, so they are sent again with the same webhook-id.
+// That is the duplicate around a crash that at-least-once allows.
+type Commit struct {
+	done chan struct{}
+	err  error
+}
+
+// NewCommit returns a commit still to be confirmed.
+func NewCommit() *Commit { return &Commit{done: make(chan struct{})} }
+
+// Resolve confirms the commit (err nil) or reports that it failed. It is
+// called exactly once.
+func (c *Commit) Resolve(err error) {
+	c.err = err
+	close(c.done)
+}
+
+// wait returns once the commit is resolved, with its error.
+func (c *Commit) wait() error {
+	<-c.done
+	return c.err
+}

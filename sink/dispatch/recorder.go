@@ -59,14 +59,28 @@ func (d *Dispatcher) recordWithRetry(ctx context.Context, batch []*result) {
 func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	attempts := make([]record.Attempt, 0, len(batch))
 	var handBack []int64
+	dropped := 0
 	for _, r := range batch {
+		if c := r.job.commit; c != nil && !r.uncommitted {
+			// Handed over before its insert's commit was confirmed: the row
+			// can be updated only once it is. Fan-out confirms it long
+			// before most answers come back.
+			if c.wait() != nil {
+				r.uncommitted = true
+				dropped++
+			}
+		}
 		switch {
+		case r.uncommitted:
 		case r.released:
 		case r.requeue:
 			handBack = append(handBack, r.job.deliveryID)
 		default:
 			attempts = append(attempts, r.rec)
 		}
+	}
+	if dropped > 0 {
+		d.log.Warn().Int("num_deliveries", dropped).Msg("attempts of deliveries whose insert did not commit are not recorded; their events are replayed and sent again")
 	}
 	if len(attempts) == 0 && len(handBack) == 0 {
 		return nil
@@ -84,7 +98,7 @@ func (d *Dispatcher) recorded(batch []*result, attempts int) {
 	if t := d.cfg.Tracer; t != nil {
 		now := time.Now()
 		for _, r := range batch {
-			if s := r.job.stages; s != nil && !r.released && !r.requeue {
+			if s := r.job.stages; s != nil && !r.released && !r.requeue && !r.uncommitted {
 				s.Recorded = now
 				t.Traced(r.job.eventID, s)
 			}
@@ -92,7 +106,7 @@ func (d *Dispatcher) recorded(batch []*result, attempts int) {
 	}
 	if d.cfg.Observer != nil {
 		for _, r := range batch {
-			if r.released || r.requeue {
+			if r.released || r.requeue || r.uncommitted {
 				continue
 			}
 			if r.rec.Verdict == classify.VerdictSucceeded {

@@ -17,7 +17,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/attribute"
@@ -261,18 +263,18 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 		}
 	}
 	var created, pending int64
-	var claimed []dispatch.Claimed
-	// One statement, so one round trip: it is its own transaction, and
-	// has committed (notification included) when it returns.
+	handed, accepted := 0, false
 	insert := func() error {
 		if h == nil {
+			// One statement, so one round trip: it is its own transaction,
+			// and has committed (notification included) when it returns.
 			var notified int64
 			err := f.pool.QueryRow(ctx, fanoutSQL, ids, cands, owners, targets, skips, payloads).Scan(&created, &notified)
 			pending = created
 			return err
 		}
 		var err error
-		created, pending, claimed, err = f.insertClaiming(ctx, h, events, ids, cands, payloads, owners, targets, skips)
+		created, pending, handed, accepted, err = f.insertClaiming(ctx, h, fanoutStart, events, ids, cands, payloads, owners, targets, skips)
 		return err
 	}
 	// Logical decoding may hand over a transaction a moment before its rows
@@ -286,7 +288,7 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 	for {
 		err = insert()
 		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "23503" || delay > time.Second {
+		if accepted || !errors.As(err, &pgErr) || pgErr.Code != "23503" || delay > time.Second {
 			break
 		}
 		select {
@@ -300,65 +302,140 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 		delay *= 2
 	}
 	if err != nil {
-		if h != nil {
+		if h != nil && !accepted {
 			h.Cancel()
 		}
 		return 0, fmt.Errorf("inserting deliveries: %w", err)
 	}
-	if h != nil {
-		if !fanoutStart.IsZero() {
-			committed := time.Now()
-			for i := range claimed {
-				claimed[i].Stages.FanoutStart, claimed[i].Stages.FanoutCommit = fanoutStart, committed
-			}
-		}
-		if err := h.Accept(ctx, claimed); err != nil {
-			// The deliveries are committed and claimed: their lease runs
-			// out and they are sent then. Fan-out itself succeeded.
-			f.log.Warn().Err(err).Msg("handing deliveries to the dispatcher")
-		}
-	}
-	f.log.Debug().Int("num_events", len(events)).Int64("num_deliveries", created).Int("num_handed_over", len(claimed)).Msg("fanned out")
+	f.log.Debug().Int("num_events", len(events)).Int64("num_deliveries", created).Int("num_handed_over", handed).Msg("fanned out")
 	if pending > 0 && f.cfg.OnDeliveries != nil {
 		f.cfg.OnDeliveries(int(pending))
 	}
 	return created, nil
 }
 
-// insertClaiming runs fanoutClaimSQL and describes the deliveries it
-// claimed from the events in memory.
-func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, events []outbox.Event,
-	ids, cands, payloads []string, owners []*string, targets, skips []*int64) (created, pending int64, claimed []dispatch.Claimed, err error) {
+// insertClaiming runs fanoutClaimSQL and hands the deliveries it claimed
+// to the dispatcher (ending h: accepted reports it) as soon as their rows
+// are back, before the commit is confirmed: the statement goes in
+// pipeline mode with a Flush before its Sync, so the server sends the
+// rows before it flushes the commit to the WAL, and the requests overlap
+// that flush instead of waiting for it. The dispatcher records their
+// attempts only once the commit is confirmed (dispatch.Commit); the
+// stream acknowledges the WAL only once this returns, after it. Still one
+// round trip and one statement.
+func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanoutStart time.Time, events []outbox.Event,
+	ids, cands, payloads []string, owners []*string, targets, skips []*int64) (created, pending int64, handed int, accepted bool, err error) {
 	// Not cancelled with ctx, for the same reason as the dispatcher's claim:
 	// rows claimed by a statement that commits after Stop would wait for
 	// their lease to end.
 	ctx = context.WithoutCancel(ctx)
-	rows, err := f.pool.Query(ctx, fanoutClaimSQL, ids, cands, owners, targets, skips, h.RoomIDs, h.RoomN, h.HoldPerSlot, h.Free,
-		h.WorkerID, h.Lease.String(), payloads)
+	conn, err := f.pool.Acquire(ctx)
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, 0, false, err
 	}
-	defer rows.Close()
+	defer conn.Release()
+	c := conn.Conn()
+	sd, err := c.Prepare(ctx, fanoutClaimSQL, fanoutClaimSQL)
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	var eqb pgx.ExtendedQueryBuilder
+	if err := eqb.Build(c.TypeMap(), sd, []any{ids, cands, owners, targets, skips, h.RoomIDs, h.RoomN, h.HoldPerSlot, h.Free,
+		h.WorkerID, h.Lease.String(), payloads}); err != nil {
+		return 0, 0, 0, false, fmt.Errorf("encoding the fan-out: %w", err)
+	}
+	p := c.PgConn().StartPipeline(ctx)
+	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
+	p.SendFlushRequest()
+	p.SendPipelineSync()
+	if err := p.Flush(); err != nil {
+		_ = p.Close()
+		return 0, 0, 0, false, err
+	}
+	claimed, err := f.readClaimed(p, c.TypeMap(), events, &created, &pending)
+	if err != nil {
+		// The statement failed: its transaction is rolled back at the
+		// Sync. Read up to it so the connection can be used again.
+		_ = p.Close()
+		return 0, 0, 0, false, err
+	}
+	var commit *dispatch.Commit
+	if len(claimed) > 0 {
+		commit = dispatch.NewCommit()
+	}
+	if !fanoutStart.IsZero() {
+		for i := range claimed {
+			claimed[i].Stages.FanoutStart = fanoutStart
+		}
+	}
+	if err := h.Accept(ctx, claimed, commit); err != nil {
+		// The deliveries are claimed: their lease runs out and they are
+		// sent then. Fan-out itself goes on.
+		f.log.Warn().Err(err).Msg("handing deliveries to the dispatcher")
+	}
+	_, err = p.GetResults() // the Sync: the commit
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && !fanoutStart.IsZero() {
+		committed := time.Now()
+		for i := range claimed {
+			claimed[i].Stages.FanoutCommit = committed
+		}
+	}
+	if commit != nil {
+		commit.Resolve(err)
+	}
+	if err != nil {
+		return 0, 0, 0, true, fmt.Errorf("committing: %w", err)
+	}
+	return created, pending, len(claimed), true, nil
+}
+
+// readClaimed reads the fan-out statement's rows: the counts, and one row
+// per delivery it claimed, described from the events in memory.
+func (f *Fanout) readClaimed(p *pgconn.Pipeline, m *pgtype.Map, events []outbox.Event, created, pending *int64) ([]dispatch.Claimed, error) {
+	res, err := p.GetResults()
+	if err != nil {
+		return nil, err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return nil, fmt.Errorf("fan-out: unexpected pipeline result %T", res)
+	}
 	tracing := f.cfg.Dispatcher.Tracing()
 	byID := make(map[string]*outbox.Event, len(events))
 	for i := range events {
 		byID[events[i].EventID] = &events[i]
 	}
-	for rows.Next() {
+	fields := rr.FieldDescriptions()
+	var claimed []dispatch.Claimed
+	var scanErr error
+	for rr.NextRow() && scanErr == nil {
 		var deliveryID, subID *int64
 		var eventID *string
 		var updated *time.Time
 		var notified int64
 		// The LEFT JOIN gives one row of NULLs when nothing was claimed.
-		if err := rows.Scan(&created, &pending, &notified, &deliveryID, &subID, &eventID, &updated); err != nil {
-			return 0, 0, nil, fmt.Errorf("reading claimed delivery: %w", err)
+		dst := []any{created, pending, &notified, &deliveryID, &subID, &eventID, &updated}
+		vals := rr.Values()
+		if len(vals) != len(dst) {
+			scanErr = fmt.Errorf("fan-out returned %d columns, want %d", len(vals), len(dst))
+			break
 		}
-		if deliveryID == nil {
+		for i := range dst {
+			if err := m.Scan(fields[i].DataTypeOID, fields[i].Format, vals[i], dst[i]); err != nil {
+				scanErr = fmt.Errorf("reading claimed delivery: %w", err)
+				break
+			}
+		}
+		if scanErr != nil || deliveryID == nil {
 			continue
 		}
 		ev := byID[*eventID]
 		if ev == nil {
-			return 0, 0, nil, fmt.Errorf("claimed delivery %d for event %s not in the batch", *deliveryID, *eventID)
+			scanErr = fmt.Errorf("claimed delivery %d for event %s not in the batch", *deliveryID, *eventID)
+			break
 		}
 		claimed = append(claimed, dispatch.Claimed{
 			DeliveryID: *deliveryID, SubscriptionID: *subID, SubscriptionUpdatedAt: *updated,
@@ -369,10 +446,10 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, events
 			claimed[len(claimed)-1].Stages = &dispatch.Stages{Decoded: ev.DecodedAt}
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return 0, 0, nil, err
+	if _, err := rr.Close(); err != nil {
+		return nil, err
 	}
-	return created, pending, claimed, nil
+	return claimed, scanErr
 }
 
 // startSpans ends each event's capture span (it ran from the commit to

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pgoutbox/relay/internal/portal"
 	"github.com/pgoutbox/relay/internal/tokens"
 	"github.com/pgoutbox/relay/subscriptions"
 )
@@ -33,6 +34,9 @@ const (
 	publicHostChecked
 	authenticated
 	operatorOnly
+	// portalExchange is the portal page's exchange of its one-time code:
+	// no token, the code in the body is the credential.
+	portalExchange
 )
 
 // route is one entry of the API; routes is also checked against
@@ -71,6 +75,13 @@ var routes = []route{
 	{"GET", "/api/me", authenticated, (*Server).me},
 	{"GET", "/api/settings", operatorOnly, (*Server).getSettings},
 	{"PUT", "/api/settings", operatorOnly, (*Server).putSettings},
+
+	{"POST", "/api/portal-sessions", operatorOnly, (*Server).createPortalSession},
+	{"GET", "/api/portal-sessions", operatorOnly, (*Server).listPortalSessions},
+	{"DELETE", "/api/portal-sessions/{id}", operatorOnly, (*Server).revokePortalSession},
+	{"POST", "/api/portal/exchange", portalExchange, (*Server).exchangePortalCode},
+	{"GET", "/api/portal/session", authenticated, (*Server).portalSession},
+	{"DELETE", "/api/portal/session", authenticated, (*Server).endPortalSession},
 }
 
 // Handler returns the server's HTTP handler, for tests and for embedding.
@@ -80,7 +91,7 @@ func (s *Server) Handler() http.Handler {
 		h := rt.handle
 		var hf http.HandlerFunc = func(w http.ResponseWriter, r *http.Request) { h(s, w, r) }
 		switch rt.access {
-		case public:
+		case public, portalExchange:
 		case publicHostChecked:
 			hf = s.checkHost(hf)
 		default:
@@ -97,6 +108,7 @@ func (s *Server) Handler() http.Handler {
 		// "/" rather than "GET /": a method-only pattern would conflict with
 		// the less specific-by-method "/api/" catch-all above.
 		mux.Handle("/", staticFiles(s.cfg.Static))
+		mux.HandleFunc("GET "+portalPath, s.portalPage)
 	} else {
 		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, r, http.StatusOK, map[string]string{
@@ -119,10 +131,15 @@ const (
 	requestIDKey
 )
 
-// caller is an authenticated client.
+// caller is an authenticated client: the operator, an owner token's owner,
+// or a portal session's owner (portalSession its id, portal and
+// portalSecret the session and the cookie's secret).
 type caller struct {
-	operator bool
-	owner    string
+	operator      bool
+	owner         string
+	portalSession int64
+	portal        portal.Session
+	portalSecret  string
 }
 
 // scope is the owner filter for the stores: nil for the operator.
@@ -243,6 +260,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				ev = ev.Bool("operator", true)
 			} else if c.owner != "" {
 				ev = ev.Str("owner", c.owner)
+				if c.portalSession != 0 {
+					ev = ev.Int64("portal_session", c.portalSession)
+				}
 			}
 			ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).
 				Int64("bytes", sw.bytes).Dur("duration_ms", time.Since(start)).
@@ -271,13 +291,28 @@ func bearer(r *http.Request) string {
 	return strings.TrimSpace(tok)
 }
 
-// authenticate lets through requests with the operator token or a valid
-// owner token (operator only when operatorOnly) and answers 401 (403 for an
+// authenticate lets through requests with the operator token, a valid
+// owner token or, without an Authorization header, a valid portal session
+// cookie (operator only when operatorOnly), and answers 401 (403 for an
 // owner on an operator route) otherwise.
 func (s *Server) authenticate(operatorOnly bool, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		log := zerolog.Ctx(r.Context())
 		tok := bearer(r)
+		if tok == "" && r.Header.Get("Authorization") == "" {
+			if ck, err := r.Cookie(PortalCookie); err == nil && ck.Value != "" {
+				c, ok := s.authenticatePortal(w, r, ck.Value)
+				if !ok {
+					return
+				}
+				if operatorOnly {
+					writeError(w, r, http.StatusForbidden, "forbidden", "this route needs the operator token", "")
+					return
+				}
+				next(w, r.WithContext(context.WithValue(r.Context(), callerKey, c)))
+				return
+			}
+		}
 		if tok == "" {
 			unauthorized(w, r, "missing bearer token: send Authorization: Bearer <token> (the operator token set with --admin-token, or an owner token from 'relay tokens create')")
 			return

@@ -30,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pgoutbox/relay/internal/metrics"
+	"github.com/pgoutbox/relay/internal/portal"
 	"github.com/pgoutbox/relay/internal/tokens"
 	"github.com/pgoutbox/relay/sink/send"
 	"github.com/pgoutbox/relay/subscriptions"
@@ -116,6 +117,13 @@ type Config struct {
 	// 421, so a page rebinding its own name to this address (DNS
 	// rebinding) reads nothing.
 	AllowedHosts []string
+	// PublicURL is the origin browsers reach this server by
+	// (https://relay.example.com), which the one-time portal URLs name;
+	// empty takes the scheme and Host of the request that makes the session.
+	PublicURL string
+	// PortalRateLimit is how many portal sessions one owner may be given
+	// per minute (portal.DefaultRateLimit when 0, no limit when negative).
+	PortalRateLimit int
 }
 
 // Server is the admin HTTP server.
@@ -124,6 +132,7 @@ type Server struct {
 	log    zerolog.Logger
 	store  *subscriptions.Store
 	tokens *tokens.Store
+	portal *portal.Store
 	opHash []byte // SHA-256 of the operator token, nil when none
 	srv    *http.Server
 	// allowedHosts are Config.AllowedHosts and the host of Addr, lowercase.
@@ -155,6 +164,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("admin: frame ancestors: %w", err)
 	}
 	cfg.FrameAncestors = origins
+	if cfg.PublicURL != "" {
+		pub, err := ParseOrigins([]string{cfg.PublicURL})
+		if err != nil || len(pub) != 1 {
+			return nil, fmt.Errorf("admin: public URL %q: want a scheme and host such as https://relay.example.com", cfg.PublicURL)
+		}
+		cfg.PublicURL = pub[0]
+	}
 	cidrs := make([]string, len(cfg.AllowCIDRs))
 	for i, p := range cfg.AllowCIDRs {
 		cidrs[i] = p.String()
@@ -168,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 		log:          cfg.Logger.With().Str("component", "admin").Logger(),
 		store:        subscriptions.NewStore(cfg.Pool),
 		tokens:       tokens.NewStore(cfg.Pool),
+		portal:       portal.NewStore(cfg.Pool, portal.Config{RateLimit: cfg.PortalRateLimit}),
 		allowedHosts: normaliseHosts(cfg.Addr, cfg.AllowedHosts),
 		guard:        guard,
 	}

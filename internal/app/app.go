@@ -48,6 +48,12 @@ type Config struct {
 	// AdminHosts are host names, besides IP addresses and localhost, that
 	// /metrics and /api/openapi.json answer to (see admin.Config.AllowedHosts).
 	AdminHosts []string
+	// PortalOrigins are the origins allowed to frame the owner portal
+	// (see admin.Config.FrameAncestors); none means no page may be framed.
+	PortalOrigins []string
+	// PublicURL is the origin browsers reach the admin server by, named in
+	// portal URLs (see admin.Config.PublicURL).
+	PublicURL string
 	// AllowCIDRs lets the sender reach these internal ranges.
 	AllowCIDRs []string
 	// Concurrency bounds requests in flight (default 64).
@@ -103,6 +109,14 @@ func (c *Config) Validate() error {
 	if c.AdminAddr != "off" {
 		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			return fmt.Errorf("admin address %q: %v", c.AdminAddr, err)
+		}
+	}
+	if _, err := admin.ParseOrigins(c.PortalOrigins); err != nil {
+		return fmt.Errorf("portal-origins: %w", err)
+	}
+	if c.PublicURL != "" {
+		if o, err := admin.ParseOrigins([]string{c.PublicURL}); err != nil || len(o) != 1 {
+			return fmt.Errorf("public-url %q: want a scheme and host such as https://relay.example.com", c.PublicURL)
 		}
 	}
 	for _, cidr := range c.AllowCIDRs {
@@ -297,17 +311,19 @@ func (a *App) startAdmin(ctx context.Context) error {
 	}
 	var err error
 	a.admin, err = admin.New(admin.Config{
-		Addr:          a.cfg.AdminAddr,
-		Pool:          a.pool,
-		Logger:        a.log,
-		OperatorToken: a.cfg.AdminToken,
-		Metrics:       a.metrics,
-		Tester:        tester{a},
-		Health:        a.health,
-		Ready:         a.ready,
-		AllowCIDRs:    prefixes,
-		Static:        a.cfg.Console,
-		AllowedHosts:  a.cfg.AdminHosts,
+		Addr:           a.cfg.AdminAddr,
+		Pool:           a.pool,
+		Logger:         a.log,
+		OperatorToken:  a.cfg.AdminToken,
+		Metrics:        a.metrics,
+		Tester:         tester{a},
+		Health:         a.health,
+		Ready:          a.ready,
+		AllowCIDRs:     prefixes,
+		Static:         a.cfg.Console,
+		AllowedHosts:   a.cfg.AdminHosts,
+		FrameAncestors: a.cfg.PortalOrigins,
+		PublicURL:      a.cfg.PublicURL,
 	})
 	if err != nil {
 		return err

@@ -31,7 +31,8 @@ func init() {
 // environment variables as defaults.
 type runFlags struct {
 	databaseURL, dataDir, slot, publication, adminAddr, adminToken string
-	allowCIDRs, adminHosts                                         stringList
+	publicURL                                                      string
+	allowCIDRs, adminHosts, portalOrigins                          stringList
 	concurrency, embeddedPort                                      int
 	retention, shutdownTimeout                                     time.Duration
 	waitForDatabase                                                waitDuration
@@ -131,6 +132,9 @@ func (c *CLI) runFlagSet(name, synopsis string) (*runFlagSetT, error) {
 	fs.StringVar(&f.adminToken, "admin-token", c.getenv("RELAY_ADMIN_TOKEN"), "operator token of the admin API (env RELAY_ADMIN_TOKEN)")
 	_ = f.adminHosts.Set(c.getenv("RELAY_ADMIN_HOSTS"))
 	fs.Var(&f.adminHosts, "admin-host", "a host name /metrics and /api/openapi.json answer to besides IP addresses and localhost, repeatable (env RELAY_ADMIN_HOSTS, comma-separated)")
+	_ = f.portalOrigins.Set(c.getenv("RELAY_PORTAL_ORIGINS"))
+	fs.Var(&f.portalOrigins, "portal-origins", "origins allowed to frame the owner portal (/portal), such as https://app.example.com, repeatable (env RELAY_PORTAL_ORIGINS, comma-separated); none: no page may be framed")
+	fs.StringVar(&f.publicURL, "public-url", c.getenv("RELAY_PUBLIC_URL"), "origin browsers reach the admin server by, named in portal URLs, such as https://relay.example.com (env RELAY_PUBLIC_URL); empty: the Host of the request")
 	_ = f.allowCIDRs.Set(c.getenv("RELAY_ALLOW_CIDRS"))
 	fs.Var(&f.allowCIDRs, "allow-cidr", "internal range deliveries may reach, repeatable (env RELAY_ALLOW_CIDRS, comma-separated)")
 	fs.IntVar(&f.concurrency, "concurrency", conc, "deliveries in flight at once (env RELAY_CONCURRENCY)")
@@ -194,6 +198,7 @@ func (c *CLI) run(ctx context.Context, args []string) error {
 	cfg := app.Config{
 		DatabaseURL: f.databaseURL, Slot: f.slot, Publication: f.publication,
 		AdminAddr: f.adminAddr, AdminToken: f.adminToken, AdminHosts: f.adminHosts, AllowCIDRs: f.allowCIDRs,
+		PortalOrigins: f.portalOrigins, PublicURL: f.publicURL,
 		Concurrency: f.concurrency, Retention: f.retention, Migrate: f.migrate,
 		ShutdownTimeout: f.shutdownTimeout, Console: console.Files(),
 		UserAgent: userAgent(), Logger: log, WaitForDatabase: time.Duration(f.waitForDatabase), Tracer: c.tracer,

@@ -283,6 +283,7 @@ func TestAnswerTable(t *testing.T) {
 		wantRetry  time.Duration // expected next_attempt_at - last attempt, ±10% (0: no check)
 		wantError  string
 		wantGone   bool
+		wantReason string // in disabled_reason (default "410")
 	}
 	rows := []row{
 		{name: "200", respond: status(200), wantStatus: "succeeded", wantTries: 1},
@@ -295,7 +296,18 @@ func TestAnswerTable(t *testing.T) {
 		}, extra: `retry_schedule = '{0.3 seconds}'`, wantStatus: "succeeded", wantTries: 2},
 		{name: "503 Retry-After", respond: status(503, "Retry-After", "120"), extra: `retry_schedule = '{1 second}'`,
 			wantStatus: "pending", wantTries: 1, wantRetry: 120 * time.Second, wantError: "HTTP 503"},
-		{name: "429", respond: status(429), extra: `retry_schedule = '{1 hour}'`, wantStatus: "pending", wantTries: 1, wantRetry: time.Hour, wantError: "HTTP 429"},
+		// 429 throttles the subscription and spends no retry: without
+		// Retry-After the first back-off is one second, with it the named time.
+		{name: "429", respond: status(429), extra: `retry_schedule = '{1 hour}'`, wantStatus: "pending", wantTries: 1, wantRetry: time.Second, wantError: "HTTP 429"},
+		{name: "429 Retry-After", respond: status(429, "Retry-After", "120"), extra: `retry_schedule = '{1 second}'`, wantStatus: "pending", wantTries: 1, wantRetry: 120 * time.Second, wantError: "HTTP 429"},
+		{name: "Slack 404 no_service", respond: func(_ int, w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(404)
+			fmt.Fprint(w, "no_service")
+		}, extra: `retry_schedule = '{1 hour}'`, wantStatus: "failed", wantTries: 1, wantError: "HTTP 404", wantGone: true, wantReason: "no_service"},
+		{name: "Discord 404 unknown webhook", respond: func(_ int, w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(404)
+			fmt.Fprint(w, `{"message": "Unknown Webhook", "code": 10015}`)
+		}, extra: `retry_schedule = '{1 hour}'`, wantStatus: "failed", wantTries: 1, wantError: "HTTP 404", wantGone: true, wantReason: "10015"},
 		{name: "timeout", respond: func(_ int, w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-time.After(3 * time.Second):
@@ -343,7 +355,11 @@ func TestAnswerTable(t *testing.T) {
 			if err := db.Pool.QueryRow(context.Background(), `SELECT enabled, disabled_reason FROM relay.subscriptions WHERE id = $1`, subs[i]).Scan(&enabled, &reason); err != nil {
 				t.Fatal(err)
 			}
-			if r.wantGone != !enabled || r.wantGone && (reason == nil || !strings.Contains(*reason, "410")) {
+			wantReason := "410"
+			if r.wantReason != "" {
+				wantReason = r.wantReason
+			}
+			if r.wantGone != !enabled || r.wantGone && (reason == nil || !strings.Contains(*reason, wantReason)) {
 				t.Errorf("subscription enabled=%v reason=%v, want disabled by 410: %v", enabled, reason, r.wantGone)
 			}
 		})
@@ -471,6 +487,8 @@ func TestFifthConsecutiveFailureAlertsOnce(t *testing.T) {
 	badID, _ := subscribe(t, db, "team-a", failing.URL, []string{"*"}, `retry_schedule = '{}'`)
 	watchID, _ := subscribe(t, db, "team-a", watcher.URL, []string{"relay.*"}, "")
 	otherOwner, _ := subscribe(t, db, "team-b", watcher.URL, []string{"relay.*"}, "")
+	// The fifth failed attempt opens the circuit too: probe quickly.
+	db.Exec(t, `UPDATE relay.settings SET circuit_probe_interval = '50 milliseconds', circuit_probe_max = '200 milliseconds'`)
 	startCapture(t, db, nil)
 	startDispatcher(t, db, loopback, nil)
 	for i := 0; i < 7; i++ {

@@ -46,18 +46,19 @@ func goListDeps(t *testing.T, pattern string) map[string]struct{ Imports, Deps [
 func TestPackageLayout(t *testing.T) {
 	t.Parallel()
 	pkgs := goListDeps(t, "github.com/pgoutbox/relay/sink/...")
-	pure := []string{"sink/policy/classify", "sink/policy/retry", "sink/policy/window", "sink/format"}
+	pure := []string{"sink/policy/classify", "sink/policy/retry", "sink/policy/window", "sink/policy/backpressure", "sink/format"}
 	// What each sink package may import of the module (its own
 	// subpackages aside); anything else of relay is refused.
 	allowed := map[string][]string{
-		"sink":                 {},
-		"sink/policy/classify": {},
-		"sink/policy/retry":    {},
-		"sink/policy/window":   {},
-		"sink/format":          {},
-		"sink/send":            {"internal/hostaddr"}, // pure: how browsers read numeric hosts
-		"sink/record":          {"sink/policy/classify"},
-		"sink/dispatch": {"signer", "sink/format", "sink/policy/classify", "sink/policy/retry", "sink/policy/window", "sink/record", "sink/send",
+		"sink":                     {},
+		"sink/policy/classify":     {},
+		"sink/policy/retry":        {},
+		"sink/policy/window":       {},
+		"sink/policy/backpressure": {"sink/policy/retry"},
+		"sink/format":              {},
+		"sink/send":                {"internal/hostaddr"}, // pure: how browsers read numeric hosts
+		"sink/record":              {"sink/policy/backpressure", "sink/policy/classify"},
+		"sink/dispatch": {"signer", "sink/format", "sink/policy/backpressure", "sink/policy/classify", "sink/policy/retry", "sink/policy/window", "sink/record", "sink/send",
 			"internal/telemetry/eventtrace"},
 		"sink/fanout": {"outbox", "sink/dispatch", "internal/telemetry/eventtrace"},
 	}

@@ -5,7 +5,7 @@
 // Series (all prefixed relay_):
 //
 //	relay_events_captured_total                     counter   events read from the slot and fanned out
-//	relay_delivery_attempts_total{outcome}          counter   HTTP attempts by outcome: succeeded, retry, failed
+//	relay_delivery_attempts_total{outcome}          counter   HTTP attempts by outcome: succeeded, retry, throttled, failed
 //	relay_delivery_timeouts_total                   counter   HTTP attempts that got no answer within the timeout
 //	relay_delivery_attempt_duration_seconds         histogram duration of one HTTP attempt
 //	relay_commit_to_delivered_seconds               histogram from the event's commit to its 2xx answer
@@ -52,6 +52,7 @@ import (
 const (
 	OutcomeSucceeded = "succeeded"
 	OutcomeRetry     = "retry"
+	OutcomeThrottled = "throttled"
 	OutcomeFailed    = "failed"
 )
 
@@ -91,7 +92,7 @@ func New(pool *pgxpool.Pool, slot string) *Metrics {
 		}),
 		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_delivery_attempts_total",
-			Help: "HTTP delivery attempts by outcome: succeeded (2xx), retry (will be retried), failed (given up).",
+			Help: "HTTP delivery attempts by outcome: succeeded (2xx), retry (will be retried), throttled (the receiver asked to slow down; no retry spent), failed (given up).",
 		}, []string{"outcome"}),
 		Timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_delivery_timeouts_total",
@@ -109,7 +110,7 @@ func New(pool *pgxpool.Pool, slot string) *Metrics {
 		}),
 	}
 	// Pre-create the outcome series so they read 0 before the first attempt.
-	for _, o := range []string{OutcomeSucceeded, OutcomeRetry, OutcomeFailed} {
+	for _, o := range []string{OutcomeSucceeded, OutcomeRetry, OutcomeThrottled, OutcomeFailed} {
 		m.Deliveries.WithLabelValues(o)
 	}
 	build := buildinfo.Read()

@@ -15,6 +15,7 @@ import (
 	"github.com/pgoutbox/relay/internal/telemetry/eventtrace"
 	"github.com/pgoutbox/relay/signer"
 	"github.com/pgoutbox/relay/sink/format"
+	"github.com/pgoutbox/relay/sink/policy/backpressure"
 	"github.com/pgoutbox/relay/sink/policy/classify"
 	"github.com/pgoutbox/relay/sink/policy/retry"
 	"github.com/pgoutbox/relay/sink/policy/window"
@@ -45,6 +46,13 @@ type job struct {
 	outside      window.Outside
 	targeted     bool
 	maxInFlight  int
+	// rateLimited: the subscription has a rate_limit, so each request
+	// spends a token of its bucket (see flow.go).
+	rateLimited bool
+	// orderingKey is the event's key when the subscription orders by key.
+	orderingKey *string
+	// probe: the subscription's circuit is open and this is its one probe.
+	probe bool
 
 	// sendBy is when a queued job becomes too old to start: its lease
 	// could run out before its request ends.
@@ -113,11 +121,27 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) *result {
 	rec.Duration, rec.StatusCode, rec.Response, rec.RetryAfter = res.Duration, res.StatusCode, res.ResponseBody, res.RetryAfter
 	rec.Verdict = classify.Classify(res.StatusCode, res.Err)
 	rec.Error = res.ErrorText()
+	rec.Probe, rec.OrderingKey = j.probe, j.orderingKey
+	now := d.cfg.Now()
+	if reason, gone := classify.DisablingAnswer(res.StatusCode, res.ResponseBody); gone {
+		rec.Verdict, rec.GoneReason = classify.VerdictGone, reason
+	} else if res.Err == nil {
+		bp := backpressure.Decide(backpressure.Answer{
+			StatusCode: res.StatusCode, RetryAfter: res.RetryAfter, Body: res.ResponseBody,
+			RateLimitRemaining: res.RateLimitRemaining, RateLimitResetAfter: res.RateLimitResetAfter,
+		}, now, d.cfg.MaxRetryAfter)
+		if bp.Throttled {
+			// The recorder holds the subscription and sets when the
+			// delivery is next due; it spends no retry.
+			rec.Verdict, rec.Status, rec.Hold, rec.NoSpend = classify.VerdictThrottled, "pending", bp.Hold, true
+			return r
+		}
+		rec.Hold = bp.Hold
+	}
 	switch rec.Verdict {
 	case classify.VerdictSucceeded:
 		rec.Status = "succeeded"
 	case classify.VerdictRetry:
-		now := d.cfg.Now()
 		var ra time.Duration
 		if rec.RetryAfter != "" {
 			ra, _ = retry.ParseRetryAfter(rec.RetryAfter, now)
@@ -129,6 +153,9 @@ func (d *Dispatcher) attempt(ctx context.Context, j *job) *result {
 		}
 	default:
 		rec.Status = "failed"
+	}
+	if rec.Status == "failed" && j.orderingKey != nil {
+		rec.Error += record.KeyMovesOn
 	}
 	return r
 }

@@ -209,38 +209,62 @@ func (d *Dispatcher) untilNextDue(ctx context.Context) (sleep time.Duration, due
 // FOR UPDATE SKIP LOCKED lets several relays claim side by side without
 // waiting on or double-sending each other's rows; the outer WHERE
 // re-checks the status after the lock.
+//
+// Flow control (issue 17) adds three filters that cost nothing to
+// subscriptions that use none of it: a subscription held (throttle window,
+// open circuit) gives nothing; an open circuit whose probe is due gives
+// one delivery, its probe, and the same statement moves held_until on so
+// that no other relay probes too; an ordered delivery (ordering_key set)
+// is taken only when no earlier delivery of its key is still pending or
+// in flight, which makes a key's deliveries go one at a time, in commit
+// order, while the other keys flow.
 const claimSQL = `
 WITH busy AS (
     SELECT * FROM unnest($3::bigint[], $4::int[]) AS b(subscription_id, room)
 ), due AS (
-    (SELECT d.id, d.subscription_id, d.next_attempt_at
+    (SELECT d.id, d.subscription_id, d.next_attempt_at, d.ordering_key
      FROM relay.deliveries AS d
      WHERE $6::bigint IS NULL AND d.status = 'pending' AND d.next_attempt_at <= now()
      ORDER BY d.next_attempt_at
      LIMIT $2 * 4)
     UNION ALL
-    (SELECT d.id, d.subscription_id, d.next_attempt_at
+    (SELECT d.id, d.subscription_id, d.next_attempt_at, d.ordering_key
      FROM relay.deliveries AS d
      WHERE $6::bigint IS NULL AND d.status = 'delivering' AND d.locked_until < now()
      ORDER BY d.locked_until
      LIMIT $2 * 4)
     UNION ALL
-    SELECT d.id, d.subscription_id, d.next_attempt_at
+    SELECT d.id, d.subscription_id, d.next_attempt_at, d.ordering_key
     FROM relay.deliveries AS d
     WHERE d.id = $6 AND d.status = 'pending'
 ), ranked AS (
-    SELECT due.id, due.next_attempt_at,
+    SELECT due.id, due.subscription_id, due.next_attempt_at,
            row_number() OVER (PARTITION BY due.subscription_id ORDER BY due.next_attempt_at, due.id) AS rn,
-           coalesce(busy.room, s.max_in_flight * $7) AS free
+           CASE WHEN s.circuit_opened_at IS NOT NULL AND $6::bigint IS NULL THEN 1
+                ELSE coalesce(busy.room, s.max_in_flight * $7) END AS free,
+           s.circuit_opened_at IS NOT NULL AND $6::bigint IS NULL AS probe
     FROM due
     JOIN relay.subscriptions AS s ON s.id = due.subscription_id
     LEFT JOIN busy ON busy.subscription_id = due.subscription_id
-    WHERE s.enabled OR EXISTS (
+    WHERE (s.enabled OR EXISTS (
         SELECT 1 FROM relay.deliveries AS dd JOIN relay.outbox AS o ON o.event_id = dd.event_id
-        WHERE dd.id = due.id AND o.target_subscription_id = s.id)
+        WHERE dd.id = due.id AND o.target_subscription_id = s.id))
+      AND (s.held_until IS NULL OR s.held_until <= now() OR $6::bigint IS NOT NULL)
+      AND (due.ordering_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM relay.deliveries AS k
+        WHERE k.subscription_id = due.subscription_id AND k.ordering_key = due.ordering_key AND k.id < due.id
+          AND k.ordering_key IS NOT NULL AND k.status IN ('pending', 'delivering')))
+), probing AS (
+    UPDATE relay.subscriptions AS s
+    SET held_until = now() + coalesce(s.circuit_probe_interval, interval '10 seconds'), hold_reason = 'circuit open'
+    WHERE s.id IN (SELECT subscription_id FROM ranked WHERE probe AND rn = 1)
+      AND s.circuit_opened_at IS NOT NULL AND (s.held_until IS NULL OR s.held_until <= now())
+    RETURNING s.id
 ), picked AS (
     SELECT d.id FROM relay.deliveries AS d
-    WHERE d.id IN (SELECT id FROM ranked WHERE rn <= free ORDER BY next_attempt_at LIMIT $2)
+    WHERE d.id IN (SELECT id FROM ranked
+                   WHERE rn <= free AND (NOT probe OR subscription_id IN (SELECT id FROM probing))
+                   ORDER BY next_attempt_at LIMIT $2)
       AND ((d.status = 'pending' AND (d.next_attempt_at <= now() OR d.id = $6))
         OR (d.status = 'delivering' AND d.locked_until < now()))
     FOR UPDATE SKIP LOCKED
@@ -250,10 +274,11 @@ WITH busy AS (
         locked_until = now() + make_interval(secs => s.timeout_ms / 1000.0) + $5::interval
     FROM picked, relay.subscriptions AS s
     WHERE d.id = picked.id AND s.id = d.subscription_id
-    RETURNING d.id, d.event_id, d.subscription_id, d.attempts, d.cycle_attempts
+    RETURNING d.id, d.event_id, d.subscription_id, d.attempts, d.cycle_attempts, d.ordering_key
 )
 SELECT c.id, c.subscription_id, c.event_id::text, o.event_type, o.owner, o.key, o.payload::text, o.headers::text,
-       o.created_at, c.attempts, c.cycle_attempts, o.target_subscription_id IS NOT NULL, s.updated_at
+       o.created_at, c.attempts, c.cycle_attempts, o.target_subscription_id IS NOT NULL, s.updated_at,
+       c.ordering_key, c.subscription_id IN (SELECT id FROM probing)
 FROM claimed AS c
 JOIN relay.outbox AS o ON o.event_id = c.event_id
 JOIN relay.subscriptions AS s ON s.id = c.subscription_id`
@@ -278,7 +303,7 @@ func (d *Dispatcher) claim(ctx context.Context, limit int, roomIDs []int64, room
 		var headers *string
 		var updated time.Time
 		if err := rows.Scan(&j.deliveryID, &j.subID, &j.eventID, &j.eventType, &j.owner, &j.key, &payload, &headers,
-			&j.eventCreatedAt, &j.attempts, &j.cycleAttempts, &j.targeted, &updated); err != nil {
+			&j.eventCreatedAt, &j.attempts, &j.cycleAttempts, &j.targeted, &updated, &j.orderingKey, &j.probe); err != nil {
 			return nil, fmt.Errorf("reading claimed delivery: %w", err)
 		}
 		j.payload = []byte(payload)
@@ -336,6 +361,10 @@ func (d *Dispatcher) release() {
 	}
 	if n := tag.RowsAffected(); n > 0 {
 		d.log.Info().Int64("num_deliveries", n).Msg("released deliveries not sent before shutdown")
+	}
+	// This relay's shares of max_in_flight go to the others at once.
+	if _, err := d.cfg.Pool.Exec(ctx, `DELETE FROM relay.flow_leases WHERE worker_id = $1`, d.cfg.WorkerID); err != nil {
+		d.log.Warn().Err(err).Msg("giving back flow control shares; their leases will expire instead")
 	}
 }
 

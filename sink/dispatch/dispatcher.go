@@ -34,7 +34,7 @@ import (
 // Implementations must be safe for concurrent use.
 type Observer interface {
 	// AttemptDone is called for every recorded attempt, with its outcome
-	// (succeeded, retry or failed) and duration.
+	// (succeeded, retry, throttled or failed) and duration.
 	AttemptDone(outcome string, d time.Duration)
 	// Delivered is called when a delivery succeeds, with the time from the
 	// event's commit to the receiver's answer.
@@ -111,9 +111,15 @@ type Dispatcher struct {
 	log      zerolog.Logger
 	recorder *record.Recorder
 
-	wake    chan struct{}
-	jobs    chan *job
-	results chan *result
+	wake chan struct{}
+	// flowWake asks the flow loop for shares, tokens or a hold's end;
+	// flowForce makes its next pass read every subscription's state
+	// (another relay changed a hold).
+	flowWake  chan struct{}
+	flowForce bool
+	flowDone  chan struct{}
+	jobs      chan *job
+	results   chan *result
 
 	mu sync.Mutex
 	// inflight counts requests being sent (at most Concurrency; every job
@@ -183,13 +189,14 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	log := cfg.Logger.With().Str("component", "dispatcher").Logger()
 	d := &Dispatcher{
-		cfg:     cfg,
-		log:     log,
-		info:    subCache{log: log},
-		wake:    make(chan struct{}, 1),
-		jobs:    make(chan *job, cfg.Concurrency),
-		results: make(chan *result, max(cfg.Concurrency*4, 256)),
-		subs:    map[int64]*subState{},
+		cfg:      cfg,
+		log:      log,
+		info:     subCache{log: log},
+		wake:     make(chan struct{}, 1),
+		flowWake: make(chan struct{}, 1),
+		jobs:     make(chan *job, cfg.Concurrency),
+		results:  make(chan *result, max(cfg.Concurrency*4, 256)),
+		subs:     map[int64]*subState{},
 	}
 	d.recorder = record.New(record.Config{
 		Pool:     cfg.Pool,
@@ -198,8 +205,10 @@ func New(cfg Config) (*Dispatcher, error) {
 		Now:      cfg.Now,
 		Policy: func(ctx context.Context) (record.Policy, error) {
 			s, err := d.currentSettings(ctx, false)
-			return record.Policy{FailureAlertThreshold: s.FailureAlertThreshold, DisableAfter: s.DisableAfter}, err
+			return record.Policy{FailureAlertThreshold: s.FailureAlertThreshold, DisableAfter: s.DisableAfter,
+				ThrottleCap: s.ThrottleCap, ProbeInterval: s.ProbeInterval, ProbeMax: s.ProbeMax}, err
 		},
+		OnHold: d.holdSubscription,
 	})
 	return d, nil
 }
@@ -226,6 +235,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	claimCtx, stopClaims := context.WithCancel(hardCtx)
 	d.hardCancel, d.stopClaims = hardCancel, stopClaims
 	d.claimDone = make(chan struct{})
+	d.flowDone = make(chan struct{})
 	d.recordDone = make(chan struct{})
 	for i := 0; i < d.cfg.Concurrency; i++ {
 		d.workersDone.Add(1)
@@ -234,6 +244,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	go d.recordLoop(base)
 	go d.listen(claimCtx)
 	go d.claimLoop(claimCtx)
+	go d.flowLoop(claimCtx)
 	d.started.Store(true)
 	return nil
 }
@@ -248,6 +259,7 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 	d.stopOnce.Do(func() {
 		d.stopClaims()
 		<-d.claimDone
+		<-d.flowDone
 		d.mu.Lock()
 		d.stopping = true
 		d.mu.Unlock()
@@ -290,8 +302,12 @@ func (d *Dispatcher) worker(ctx context.Context) {
 			r = d.attempt(ctx, j)
 		}
 		// The slot is free as soon as the request is over; recording is
-		// batched behind it.
+		// batched behind it. An answer asking for time holds the
+		// subscription here at once.
 		d.mu.Lock()
+		if st := d.subs[j.subID]; st != nil {
+			d.holdAfterAnswerLocked(st, r)
+		}
 		d.sentLocked(j, time.Now())
 		d.mu.Unlock()
 		d.results <- r

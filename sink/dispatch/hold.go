@@ -16,6 +16,8 @@ type subState struct {
 	// rateTau), as of rateAt; zero rateAt means none finished yet.
 	rate   float64
 	rateAt time.Time
+	// flow is the subscription's flow control as this relay holds it.
+	flow flowState
 }
 
 // Holding per subscription: about holdTime of its pace, within
@@ -39,7 +41,8 @@ func (d *Dispatcher) subLocked(id int64) *subState {
 
 // forgetLocked drops an idle subscription's state once its pace is old.
 func (d *Dispatcher) forgetLocked(id int64, st *subState) bool {
-	if st.held <= 0 && st.sending <= 0 && len(st.queue) == 0 && !st.runnable &&
+	if st.held <= 0 && st.sending <= 0 && len(st.queue) == 0 && !st.runnable && st.flow.slots == 0 &&
+		!time.Now().Before(st.flow.holdUntil) &&
 		(st.rateAt.IsZero() || time.Since(st.rateAt) > idleForget) {
 		delete(d.subs, id)
 		return true
@@ -64,15 +67,21 @@ func (d *Dispatcher) enqueueLocked(j *job) {
 	if j.maxInFlight > 0 {
 		st.maxInFlight = j.maxInFlight
 	}
+	st.flow.rateLimited = j.rateLimited
 	d.held++
 	st.held++
-	st.queue = append(st.queue, j)
+	if j.probe {
+		// An open circuit's probe goes first: nothing else may go.
+		st.queue = append([]*job{j}, st.queue...)
+	} else {
+		st.queue = append(st.queue, j)
+	}
 	d.markRunnableLocked(j.subID, st)
 	d.pumpLocked()
 }
 
 func (d *Dispatcher) markRunnableLocked(id int64, st *subState) {
-	if !st.runnable && len(st.queue) > 0 && st.sending < st.maxInFlight {
+	if !st.runnable && len(st.queue) > 0 && d.mayStartLocked(st, st.queue[0], time.Now()) {
 		st.runnable = true
 		d.runnable = append(d.runnable, id)
 	}
@@ -89,10 +98,13 @@ func (d *Dispatcher) pumpLocked() {
 			continue
 		}
 		st.runnable = false
-		if len(st.queue) == 0 || st.sending >= st.maxInFlight {
+		if len(st.queue) == 0 || !d.mayStartLocked(st, st.queue[0], time.Now()) {
 			continue
 		}
 		j := st.queue[0]
+		if st.flow.rateLimited {
+			st.flow.tokens--
+		}
 		st.queue[0] = nil
 		st.queue = st.queue[1:]
 		st.sending++

@@ -6,7 +6,8 @@ import (
 )
 
 // listen wakes the dispatcher on notifications from other processes:
-// deliveries created by another relay, redeliver/replay, pause/resume.
+// deliveries created by another relay, redeliver/replay, pause/resume,
+// and holds another relay set (throttle windows, circuits).
 func (d *Dispatcher) listen(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := d.listenOnce(ctx)
@@ -31,13 +32,21 @@ func (d *Dispatcher) listenOnce(ctx context.Context) error {
 	// The connection is left in LISTEN state; destroy it rather than return
 	// it to the pool.
 	defer conn.Conn().Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN relay_deliveries; LISTEN relay_settings"); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN relay_deliveries; LISTEN relay_settings; LISTEN relay_flow"); err != nil {
 		return err
 	}
 	for {
 		n, err := conn.Conn().WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		if n.Channel == "relay_flow" {
+			// A relay held or released a subscription: read the holds.
+			d.mu.Lock()
+			d.flowForce = true
+			d.mu.Unlock()
+			d.wakeFlow()
+			continue
 		}
 		if n.Channel == "relay_settings" {
 			d.mu.Lock()

@@ -17,6 +17,8 @@ type Settings struct {
 	FailureAlertThreshold int
 	DisableAfter          time.Duration
 	AllowHTTP             bool
+	// ThrottleCap, ProbeInterval and ProbeMax: see record.Policy.
+	ThrottleCap, ProbeInterval, ProbeMax time.Duration
 }
 
 // loadSettings reads relay.settings.
@@ -28,12 +30,17 @@ func loadSettings(ctx context.Context, pool *pgxpool.Pool) (Settings, error) {
 		zone             string
 		reason           *string
 		disableAfterSecs float64
+		capSecs          float64
+		probeSecs        float64
+		probeMaxSecs     float64
 	)
 	err := pool.QueryRow(ctx, `
 		SELECT paused, paused_reason, absence_days, window_start::text, window_end::text, window_time_zone,
-		       failure_alert_threshold, extract(epoch FROM disable_after)::float8, allow_http
+		       failure_alert_threshold, extract(epoch FROM disable_after)::float8, allow_http,
+		       extract(epoch FROM throttle_cap)::float8, extract(epoch FROM circuit_probe_interval)::float8,
+		       extract(epoch FROM circuit_probe_max)::float8
 		FROM relay.settings`).Scan(&s.Gate.Paused, &reason, &absence, &start, &end, &zone,
-		&s.FailureAlertThreshold, &disableAfterSecs, &s.AllowHTTP)
+		&s.FailureAlertThreshold, &disableAfterSecs, &s.AllowHTTP, &capSecs, &probeSecs, &probeMaxSecs)
 	if err != nil {
 		return s, fmt.Errorf("reading relay.settings: %w", err)
 	}
@@ -41,6 +48,9 @@ func loadSettings(ctx context.Context, pool *pgxpool.Pool) (Settings, error) {
 		s.PausedReason = *reason
 	}
 	s.DisableAfter = time.Duration(disableAfterSecs * float64(time.Second))
+	s.ThrottleCap = time.Duration(capSecs * float64(time.Second))
+	s.ProbeInterval = time.Duration(probeSecs * float64(time.Second))
+	s.ProbeMax = time.Duration(probeMaxSecs * float64(time.Second))
 	if s.Gate.AbsenceDays, err = window.ParseWeekdays(absence); err != nil {
 		return s, fmt.Errorf("relay.settings.absence_days: %w", err)
 	}

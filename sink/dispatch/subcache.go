@@ -38,6 +38,7 @@ type subInfo struct {
 	ignoreGlobal bool
 	outside      window.Outside
 	maxInFlight  int
+	rateLimited  bool
 }
 
 // querier is a pool or a transaction.
@@ -62,7 +63,7 @@ SELECT s.id, s.updated_at, s.url, s.secret,
        s.format, coalesce(s.template, ''), s.headers::text, s.timeout_ms,
        ARRAY(SELECT extract(epoch FROM i)::float8 FROM unnest(s.retry_schedule) AS i),
        s.window_start::text, s.window_end::text, s.window_time_zone, s.ignore_global_window, s.max_in_flight,
-       s.outside_window
+       s.outside_window, s.rate_limit IS NOT NULL
 FROM relay.subscriptions AS s
 WHERE s.id = ANY($1)`
 
@@ -99,7 +100,7 @@ func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time)
 		var ws, we *string
 		var zone, outside string
 		if err := rows.Scan(&s.id, &s.updatedAt, &s.url, &s.secret, &s.previous, &s.expires, &s.format, &s.template,
-			&headers, &timeoutMS, &schedule, &ws, &we, &zone, &s.ignoreGlobal, &s.maxInFlight, &outside); err != nil {
+			&headers, &timeoutMS, &schedule, &ws, &we, &zone, &s.ignoreGlobal, &s.maxInFlight, &outside, &s.rateLimited); err != nil {
 			return nil, fmt.Errorf("reading subscriptions: %w", err)
 		}
 		if s.outside, err = window.ParseOutside(outside); err != nil {
@@ -149,7 +150,7 @@ func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time)
 // fill gives j its subscription's settings as of now.
 func (s *subInfo) fill(j *job, now time.Time) {
 	j.url, j.format, j.template, j.subHeaders = s.url, s.format, s.template, s.headers
-	j.timeout, j.window, j.ignoreGlobal, j.maxInFlight = s.timeout, s.window, s.ignoreGlobal, s.maxInFlight
+	j.timeout, j.window, j.ignoreGlobal, j.maxInFlight, j.rateLimited = s.timeout, s.window, s.ignoreGlobal, s.maxInFlight, s.rateLimited
 	j.outside = s.outside
 	j.secrets = make([]string, 0, 1+len(s.previous))
 	j.secrets = append(j.secrets, s.secret)

@@ -106,7 +106,8 @@ WITH f AS (
     FROM f, unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
         AS u(event_id, candidates, owner, target, skip, payload)
 ), matched AS (
-    SELECT e.event_id, s.id AS subscription_id
+    SELECT e.event_id, s.id AS subscription_id,
+           CASE WHEN s.ordering = 'key' THEN (SELECT o.key FROM relay.outbox AS o WHERE o.event_id = e.event_id) END AS ordering_key
     FROM e
     JOIN relay.subscriptions AS s
       ON s.enabled
@@ -116,11 +117,11 @@ WITH f AS (
      AND (s.filter IS NULL OR relay.payload_matches(e.payload, s.filter, s.filter_is_predicate))
     WHERE e.target IS NULL
     UNION ALL
-    SELECT e.event_id, s.id
+    SELECT e.event_id, s.id, NULL
     FROM e JOIN relay.subscriptions AS s ON s.id = e.target
 ), ins AS (
-    INSERT INTO relay.deliveries (event_id, subscription_id)
-    SELECT event_id, subscription_id FROM matched
+    INSERT INTO relay.deliveries (event_id, subscription_id, ordering_key)
+    SELECT event_id, subscription_id, ordering_key FROM matched
     ON CONFLICT (event_id, subscription_id) DO NOTHING
     RETURNING 1
 ), n AS (
@@ -145,7 +146,14 @@ WITH f AS (
     FROM f, unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $12::text[]) WITH ORDINALITY
         AS u(event_id, candidates, owner, target, skip, payload, ord)
 ), matched AS (
-    SELECT e.ord, e.event_id, s.id AS subscription_id, s.window_start IS NULL AS may_take, s.max_in_flight, s.timeout_ms
+    SELECT e.ord, e.event_id, s.id AS subscription_id,
+           -- Held here are neither deliveries outside a window nor those
+           -- flow control must order (claimed only after their key's
+           -- earlier ones) or hold (throttle window, open circuit).
+           s.window_start IS NULL AND s.ordering = 'none' AND s.circuit_opened_at IS NULL
+               AND (s.held_until IS NULL OR s.held_until <= now()) AS may_take,
+           s.max_in_flight, s.timeout_ms,
+           CASE WHEN s.ordering = 'key' THEN (SELECT o.key FROM relay.outbox AS o WHERE o.event_id = e.event_id) END AS ordering_key
     FROM e
     JOIN relay.subscriptions AS s
       ON s.enabled
@@ -155,7 +163,7 @@ WITH f AS (
      AND (s.filter IS NULL OR relay.payload_matches(e.payload, s.filter, s.filter_is_predicate))
     WHERE e.target IS NULL
     UNION ALL
-    SELECT e.ord, e.event_id, s.id, false, s.max_in_flight, s.timeout_ms
+    SELECT e.ord, e.event_id, s.id, false, s.max_in_flight, s.timeout_ms, NULL
     FROM e JOIN relay.subscriptions AS s ON s.id = e.target
 ), busy AS (
     SELECT * FROM unnest($6::bigint[], $7::int[]) AS b(subscription_id, room)
@@ -168,8 +176,8 @@ WITH f AS (
                                  OVER (ORDER BY c.ord, c.subscription_id ROWS UNBOUNDED PRECEDING) <= $9 AS take
     FROM capped AS c
 ), ins AS (
-    INSERT INTO relay.deliveries (event_id, subscription_id, status, locked_by, locked_until)
-    SELECT event_id, subscription_id,
+    INSERT INTO relay.deliveries (event_id, subscription_id, ordering_key, status, locked_by, locked_until)
+    SELECT event_id, subscription_id, ordering_key,
            CASE WHEN take THEN 'delivering' ELSE 'pending' END,
            CASE WHEN take THEN $10::text END,
            CASE WHEN take THEN now() + make_interval(secs => timeout_ms / 1000.0) + $11::interval END

@@ -214,6 +214,11 @@ type Result struct {
 	// RetryAfter is the raw Retry-After header, if any (see
 	// retry.ParseRetryAfter), cut at 256 characters.
 	RetryAfter string
+	// RateLimitRemaining and RateLimitResetAfter are the raw
+	// X-RateLimit-Remaining and X-RateLimit-Reset-After headers (Discord's
+	// per-webhook limit), if any, cut at 256 characters.
+	RateLimitRemaining  string
+	RateLimitResetAfter string
 	// Err is set only when no status was received: a refused URL or
 	// address, a timeout, a connection or TLS failure. Its message is meant
 	// for the error column and never contains the full URL.
@@ -323,6 +328,12 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	}
 	if ra := resp.Header["Retry-After"]; len(ra) > 0 {
 		res.RetryAfter = truncateKeep(cleanText(ra[0]), maxRetryAfterHeader)
+	}
+	if v := resp.Header["X-Ratelimit-Remaining"]; len(v) > 0 {
+		res.RateLimitRemaining = truncateKeep(cleanText(v[0]), maxRetryAfterHeader)
+	}
+	if v := resp.Header["X-Ratelimit-Reset-After"]; len(v) > 0 {
+		res.RateLimitResetAfter = truncateKeep(cleanText(v[0]), maxRetryAfterHeader)
 	}
 	return res
 }

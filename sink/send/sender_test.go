@@ -431,3 +431,19 @@ func TestSendTLS(t *testing.T) {
 		t.Errorf("verdict %v, want retry", v)
 	}
 }
+
+// Discord announces its per-webhook limit in headers; the dispatcher holds
+// the subscription when none is left.
+func TestSendRateLimitHeaders(t *testing.T) {
+	t.Parallel()
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset-After", "1.25")
+		w.WriteHeader(http.StatusNoContent)
+	})
+	s := loopbackSender(t, Config{})
+	res := s.Send(context.Background(), Request{URL: srv.URL, AllowHTTP: true})
+	if res.StatusCode != 204 || res.RateLimitRemaining != "0" || res.RateLimitResetAfter != "1.25" {
+		t.Fatalf("Send = %+v", res)
+	}
+}

@@ -6,8 +6,10 @@
 package classify
 
 import (
+	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // Verdict is what one delivery attempt means for the delivery.
@@ -26,6 +28,11 @@ const (
 	// VerdictGone: the receiver answered 410 Gone; the delivery fails and the
 	// subscription is disabled.
 	VerdictGone
+	// VerdictThrottled: the receiver asked relay to slow down (429, or 503
+	// with Retry-After). The whole subscription is held; the attempt
+	// spends no retry and is not a failure. Classify never returns it:
+	// the caller decides with package backpressure, which reads headers.
+	VerdictThrottled
 )
 
 // String returns "succeeded", "retry", "failed" or "gone".
@@ -39,6 +46,8 @@ func (v Verdict) String() string {
 		return "failed"
 	case VerdictGone:
 		return "gone"
+	case VerdictThrottled:
+		return "throttled"
 	}
 	return "Verdict(" + strconv.Itoa(int(v)) + ")"
 }
@@ -101,4 +110,28 @@ type permanent interface{ Permanent() bool }
 func IsPermanent(err error) bool {
 	var p permanent
 	return err != nil && errors.As(err, &p) && p.Permanent()
+}
+
+// DisablingAnswer reports whether an answer means the webhook itself is
+// gone although its status is not 410, with the reason to record: Slack
+// answers 404 no_service for a removed webhook and 410 channel_is_archived
+// for an archived channel; Discord answers 404 with code 10015 (Unknown
+// Webhook). body is the start of the response body.
+func DisablingAnswer(statusCode int, body string) (reason string, ok bool) {
+	switch {
+	case statusCode == 404 && strings.TrimSpace(body) == "no_service":
+		return "Slack answered 404 no_service: the webhook was removed or its app uninstalled", true
+	case statusCode == 410 && strings.TrimSpace(body) == "channel_is_archived":
+		return "Slack answered 410 channel_is_archived: the channel was archived", true
+	case statusCode == 404 && discordUnknownWebhook(body):
+		return "Discord answered 404 code 10015: unknown webhook (it was deleted)", true
+	}
+	return "", false
+}
+
+func discordUnknownWebhook(body string) bool {
+	var v struct {
+		Code *int `json:"code"`
+	}
+	return json.Unmarshal([]byte(body), &v) == nil && v.Code != nil && *v.Code == 10015
 }

@@ -88,3 +88,25 @@ func TestVerdictString(t *testing.T) {
 		}
 	}
 }
+
+func TestDisablingAnswer(t *testing.T) {
+	for _, c := range []struct {
+		code int
+		body string
+		want bool
+	}{
+		{404, "no_service", true},
+		{404, "no_service\n", true},
+		{410, "channel_is_archived", true},
+		{404, `{"message": "Unknown Webhook", "code": 10015}`, true},
+		{404, `{"message": "Unknown Channel", "code": 10003}`, false},
+		{404, "not found", false},
+		{400, "no_service", false},
+		{404, `{"code": "10015"}`, false},
+	} {
+		reason, ok := DisablingAnswer(c.code, c.body)
+		if ok != c.want || ok == (reason == "") {
+			t.Errorf("DisablingAnswer(%d, %q) = %q, %v; want %v", c.code, c.body, reason, ok, c.want)
+		}
+	}
+}

@@ -251,10 +251,13 @@ func TestTwoRelaysShareMaxInFlightAndRate(t *testing.T) {
 	}
 	got := paced.arrivals()
 	sort.Slice(got, func(i, j int) bool { return got[i].at.Before(got[j].at) })
+	// The bucket grants at most rate + burst tokens in any second; the
+	// window is 50 ms short of one to allow for the time from a grant to
+	// its request's arrival, which varies on a loaded machine.
 	most := 0
 	for i := range got {
 		n := 0
-		for j := i; j < len(got) && got[j].at.Sub(got[i].at) < time.Second; j++ {
+		for j := i; j < len(got) && got[j].at.Sub(got[i].at) < 950*time.Millisecond; j++ {
 			n++
 		}
 		most = max(most, n)

@@ -2,10 +2,11 @@ DROP VIEW relay.subscription_flow;
 DROP FUNCTION relay.acquire_flow(text, bigint[], int[], int[], int[], float8[]);
 DROP TABLE relay.subscription_pace;
 DROP TABLE relay.flow_leases;
-DELETE FROM relay.delivery_attempts WHERE outcome = 'throttled';
-ALTER TABLE relay.delivery_attempts DROP CONSTRAINT "outcome must be succeeded, retry, throttled or failed";
-ALTER TABLE relay.delivery_attempts ADD CONSTRAINT "outcome must be succeeded, retry or failed"
-    CHECK (outcome IN ('succeeded', 'retry', 'failed'));
+UPDATE relay.delivery_attempts SET outcome = 'retry' WHERE outcome = 'throttled';
+ALTER TABLE relay.delivery_attempts
+    DROP CONSTRAINT "outcome must be succeeded, retry, throttled, failed or skipped",
+    ADD CONSTRAINT "outcome must be succeeded, retry, failed or skipped"
+        CHECK (outcome IN ('succeeded', 'retry', 'failed', 'skipped')) NOT VALID;
 DROP INDEX relay.deliveries_ordered;
 ALTER TABLE relay.deliveries DROP COLUMN ordering_key;
 ALTER TABLE relay.settings DROP COLUMN throttle_cap, DROP COLUMN circuit_probe_interval, DROP COLUMN circuit_probe_max;

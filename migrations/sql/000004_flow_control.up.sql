@@ -91,9 +91,10 @@ CREATE INDEX deliveries_ordered ON relay.deliveries (subscription_id, ordering_k
 ------------------------------------------------------------------------------
 -- Attempts: a throttled attempt is recorded; it spends no retry.
 ------------------------------------------------------------------------------
-ALTER TABLE relay.delivery_attempts DROP CONSTRAINT "outcome must be succeeded, retry or failed";
-ALTER TABLE relay.delivery_attempts ADD CONSTRAINT "outcome must be succeeded, retry, throttled or failed"
-    CHECK (outcome IN ('succeeded', 'retry', 'throttled', 'failed'));
+ALTER TABLE relay.delivery_attempts
+    DROP CONSTRAINT "outcome must be succeeded, retry, failed or skipped",
+    ADD CONSTRAINT "outcome must be succeeded, retry, throttled, failed or skipped"
+        CHECK (outcome IN ('succeeded', 'retry', 'throttled', 'failed', 'skipped')) NOT VALID;
 
 ------------------------------------------------------------------------------
 -- Concurrency across relays: each relay leases its share of a

@@ -223,13 +223,28 @@ func (c *CLI) run(ctx context.Context, args []string) error {
 			}
 			return fmt.Errorf("starting embedded PostgreSQL in %s: %w", f.dataDir, err)
 		}
+		// relay never runs on without its database: when the server
+		// exits and cannot be restarted, the relay stops with that error.
+		appCtx, failApp := context.WithCancelCause(runCtx)
+		superviseCtx, stopSupervising := context.WithCancel(context.Background())
+		supervised := make(chan struct{})
+		go func() {
+			defer close(supervised)
+			if err := srv.Supervise(superviseCtx, log); err != nil {
+				log.Error().Msg("embedded PostgreSQL is gone and could not be restarted: stopping relay")
+				failApp(err)
+			}
+		}()
 		defer func() {
+			stopSupervising()
+			<-supervised
 			if err := srv.Stop(); err != nil {
 				log.Warn().Err(err).Msg("stopping embedded PostgreSQL")
 			}
 		}()
 		cfg.DatabaseURL = srv.URL()
 		fmt.Fprintf(c.Stdout, "embedded PostgreSQL (data in %s) — applications insert events with:\n  psql %q -c \"SELECT relay.emit('thread.created', '{\\\"title\\\": \\\"Hello\\\"}')\"\n", f.dataDir, srv.URL())
+		return c.serve(appCtx, cfg, log)
 	}
 	return c.serve(runCtx, cfg, log)
 }
@@ -271,6 +286,9 @@ func (c *CLI) serve(ctx context.Context, cfg app.Config, log zerolog.Logger) err
 			// as for any other configuration error.
 			return &ExitError{Code: 2, Err: err}
 		case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+			if cause := stopCause(ctx); cause != nil {
+				return cause
+			}
 			log.Info().Msg("stopped before the database could be reached")
 			return nil
 		}
@@ -287,6 +305,20 @@ func (c *CLI) serve(ctx context.Context, cfg app.Config, log zerolog.Logger) err
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	a.Stop(stopCtx)
+	if cause := stopCause(ctx); cause != nil {
+		log.Error().Msg("relay stopped on an error")
+		return cause
+	}
 	log.Info().Msg("relay stopped")
 	return nil
+}
+
+// stopCause is why ctx ended when that was an error (the embedded server
+// could not be restarted), nil for a signal or a cancelled parent.
+func stopCause(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if cause == nil || errors.Is(cause, context.Canceled) {
+		return nil
+	}
+	return cause
 }

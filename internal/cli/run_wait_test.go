@@ -176,26 +176,7 @@ func TestRunWaitsForPostgresThatStartsLater(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var eventID string
-	if _, err := conn.Exec(ctx, `UPDATE relay.settings SET allow_http = true`); err != nil {
-		t.Fatal(err)
-	}
-	var subID int64
-	if err := conn.QueryRow(ctx, `INSERT INTO relay.subscriptions (name, url, event_types) VALUES ('late', $1, '{*}') RETURNING id`, recv.URL).Scan(&subID); err != nil {
-		t.Fatal(err)
-	}
-	// The dispatcher learns of allow_http through a notification; the
-	// Test button, which delivers through the same path, says when it has.
-	waitUntil(t, 30*time.Second, "a test delivery to the http receiver", func() bool {
-		req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/webhooks/%d/test", base, subID), nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var res struct{ Delivered bool }
-		return json.NewDecoder(resp.Body).Decode(&res) == nil && res.Delivered
-	})
+	subscribeOverHTTP(t, conn, base, token, recv.URL)
 	if err := conn.QueryRow(ctx, `SELECT relay.emit('order.placed', '{"n": 1}')::text`).Scan(&eventID); err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +198,33 @@ func TestRunWaitsForPostgresThatStartsLater(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("relay run after SIGTERM: %v", err)
 	}
+}
+
+// subscribeOverHTTP lets a running relay deliver to the plain-http test
+// receiver at url: it sets allow_http and adds a subscription to every
+// event. The dispatcher learns of allow_http through a notification; the
+// Test button, which delivers through the same path, says when it has.
+func subscribeOverHTTP(t *testing.T, conn *pgx.Conn, base, token, url string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, `UPDATE relay.settings SET allow_http = true`); err != nil {
+		t.Fatal(err)
+	}
+	var subID int64
+	if err := conn.QueryRow(ctx, `INSERT INTO relay.subscriptions (name, url, event_types) VALUES ('all', $1, '{*}') RETURNING id`, url).Scan(&subID); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "a test delivery to the http receiver", func() bool {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/webhooks/%d/test", base, subID), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var res struct{ Delivered bool }
+		return json.NewDecoder(resp.Body).Decode(&res) == nil && res.Delivered
+	})
 }
 
 // TestRunFailsFastOnAuthentication: waiting cannot fix a wrong password,

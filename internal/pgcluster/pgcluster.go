@@ -202,10 +202,16 @@ func (c *Cluster) handOver(dir string) error {
 	return nil
 }
 
-// Start starts the server and waits until it accepts connections.
+// Start starts the server and waits until it accepts connections. After
+// the server exited on its own (see Exited), Start starts it again.
 func (c *Cluster) Start(ctx context.Context) error {
 	if c.cmd != nil {
-		return errors.New("pgcluster: already started")
+		select {
+		case <-c.exited:
+			c.reap()
+		default:
+			return errors.New("pgcluster: already started")
+		}
 	}
 	settings := map[string]string{
 		"listen_addresses":        "127.0.0.1",
@@ -250,6 +256,44 @@ func (c *Cluster) Start(ctx context.Context) error {
 	return nil
 }
 
+// Exited is closed when the server that the last Start started exits, on
+// its own or by Stop; nil before the first Start.
+func (c *Cluster) Exited() <-chan struct{} { return c.exited }
+
+// reap cleans up after a server that exited on its own: the backends it
+// left behind (they would hold its shared memory and keep a new server
+// from starting) are killed with the rest of its process group, and its
+// log file is closed.
+func (c *Cluster) reap() {
+	if c.cmd != nil && c.cmd.Process != nil {
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	c.cmd = nil
+	if c.logFile != nil {
+		c.logFile.Close()
+		c.logFile = nil
+	}
+}
+
+// LogTail returns about the last n bytes of the server's log, from the
+// start of a line, or a note saying why it cannot be read.
+func (c *Cluster) LogTail(n int) string {
+	b, err := os.ReadFile(c.cfg.LogFile)
+	if err != nil {
+		return fmt.Sprintf("(server log %s unreadable: %v)", c.cfg.LogFile, err)
+	}
+	t := tail(string(b), n)
+	if len(t) < len(b) {
+		if i := strings.IndexByte(t, '\n'); i >= 0 {
+			t = t[i+1:]
+		}
+	}
+	return t
+}
+
+// LogFile is where the server's output goes.
+func (c *Cluster) LogFile() string { return c.cfg.LogFile }
+
 func (c *Cluster) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -292,11 +336,7 @@ func (c *Cluster) Stop() error {
 		_ = c.cmd.Process.Kill()
 		<-c.exited
 	}
-	c.cmd = nil
-	if c.logFile != nil {
-		c.logFile.Close()
-		c.logFile = nil
-	}
+	c.reap()
 	return nil
 }
 

@@ -3,12 +3,20 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin/relay
 
-.PHONY: all build demo test deps lint unit bench clean
+IMAGE   ?= relay:dev
+
+.PHONY: all build image demo test deps lint unit bench clean
 
 all: build
 
+# build: a static binary (no cgo), so the same file runs on any Linux and in
+# the FROM scratch image; -buildvcs=auto records the commit for relay version.
 build:
-	$(GO) build -o $(BIN) ./cmd/relay
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -ldflags "-s -w" -o $(BIN) ./cmd/relay
+
+# image: the container image (Dockerfile) from that binary, with podman (or docker).
+image: build
+	scripts/build-image.sh $(IMAGE)
 
 deps:
 	@scripts/install-deps.sh

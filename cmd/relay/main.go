@@ -5,6 +5,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	// The time zone database is compiled in, so delivery windows and
+	// absence days in any zone work where the system has none (the
+	// container image is FROM scratch).
+	_ "time/tzdata"
 
 	"github.com/pgoutbox/relay/internal/cli"
 )

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh machine: the PostgreSQL server
 # binaries (when initdb is missing), Chromium for the browser tests, the
-# Node packages of the interoperability test, Go modules and staticcheck.
+# tools of the deployment tests (podman and runc for the container image,
+# promtool for the alert rules, systemd-analyze for the unit, the CA
+# bundle the image ships), the Node packages of the interoperability test,
+# Go modules and staticcheck.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +38,21 @@ fi
 if [ "${RELAY_SKIP_BROWSER:-}" != "1" ] && ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
   echo "install-deps: installing chromium for the browser tests"
   apt_install chromium || echo "install-deps: chromium unavailable; browser tests will be skipped" >&2
+fi
+
+# deploy/: each missing tool is installed; a test whose tool is still
+# missing skips and says why. RELAY_SKIP_DEPLOY_TOOLS=1 skips them all.
+if [ "${RELAY_SKIP_DEPLOY_TOOLS:-}" != "1" ]; then
+  deploy_pkgs=()
+  command -v podman >/dev/null 2>&1 || deploy_pkgs+=(podman)
+  command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || deploy_pkgs+=(runc)
+  command -v promtool >/dev/null 2>&1 || deploy_pkgs+=(prometheus)
+  command -v systemd-analyze >/dev/null 2>&1 || deploy_pkgs+=(systemd)
+  [ -s /etc/ssl/certs/ca-certificates.crt ] || deploy_pkgs+=(ca-certificates)
+  if [ "${#deploy_pkgs[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${deploy_pkgs[*]} for the deployment tests"
+    apt_install "${deploy_pkgs[@]}" || echo "install-deps: ${deploy_pkgs[*]} unavailable; those deployment tests will be skipped" >&2
+  fi
 fi
 
 if [ -f testdata/interop/package-lock.json ] && [ ! -d testdata/interop/node_modules ]; then

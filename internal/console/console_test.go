@@ -30,7 +30,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func TestFiles(t *testing.T) {
 	files := console.Files()
 	for _, p := range []string{"index.html", "favicon.svg", "css/console.css", "js/app.js", "js/api.js", "js/i18n.js",
-		"js/ui.js", "js/state.js", "js/webhooks.js", "js/stats.js", "js/deliveries.js", "js/settings.js"} {
+		"js/ui.js", "js/state.js", "js/webhooks.js", "js/stats.js", "js/deliveries.js", "js/settings.js",
+		"portal.html", "css/portal.css", "js/portal.js"} {
 		if _, err := fs.Stat(files, p); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}

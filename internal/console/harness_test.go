@@ -145,6 +145,8 @@ func (a dispatcherTester) Test(ctx context.Context, id int64) (admin.TestResult,
 
 type envOptions struct {
 	allowHTTP bool
+	// portalOrigins may frame the owner portal (--portal-origins).
+	portalOrigins []string
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -162,13 +164,14 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	srv, err := admin.New(admin.Config{
-		Addr:          "127.0.0.1:0",
-		Pool:          db.Pool,
-		OperatorToken: opToken,
-		Static:        console.Files(),
-		Tester:        dispatcherTester{d},
-		AllowCIDRs:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Metrics:       metrics.New(db.Pool, ""),
+		Addr:           "127.0.0.1:0",
+		Pool:           db.Pool,
+		OperatorToken:  opToken,
+		Static:         console.Files(),
+		Tester:         dispatcherTester{d},
+		AllowCIDRs:     []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Metrics:        metrics.New(db.Pool, ""),
+		FrameAncestors: o.portalOrigins,
 	})
 	if err != nil {
 		t.Fatal(err)

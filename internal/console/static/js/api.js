@@ -38,6 +38,15 @@ export function setUnauthorizedHandler(fn) {
   onUnauthorized = fn;
 }
 
+// portalCSRF is set by the owner portal (portal.js): its session is an
+// HttpOnly cookie the page cannot read, so requests send no Authorization
+// header but the cookie (credentials: same-origin) and, when they change
+// something, the session's CSRF token.
+let portalCSRF = null;
+export function usePortalSession(csrfToken) {
+  portalCSRF = csrfToken;
+}
+
 /**
  * request calls the API and returns the decoded JSON (null for 204).
  * It throws ApiError for any answer that is not 2xx and for network errors.
@@ -47,6 +56,11 @@ export async function request(method, path, body, opts = {}) {
   const token = opts.token ?? getToken();
   const headers = { Accept: 'application/json', Authorization: 'Bearer ' + token };
   const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (portalCSRF !== null && opts.token === undefined) {
+    delete headers.Authorization;
+    init.credentials = 'same-origin';
+    if (method !== 'GET' && method !== 'HEAD') headers['X-Relay-CSRF'] = portalCSRF;
+  }
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);

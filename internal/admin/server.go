@@ -6,8 +6,10 @@
 // (Config.OperatorToken, from --admin-token / RELAY_ADMIN_TOKEN) sees
 // everything; an owner token (relay tokens create --owner X) sees and
 // changes only owner X's webhooks and their deliveries. Another owner's ids
-// answer 404, exactly like missing ones, so existence never leaks. /healthz,
-// /readyz, /metrics and /api/openapi.json need no token.
+// answer 404, exactly like missing ones, so existence never leaks. A portal
+// session's cookie (see portal.go) stands for an owner token for the page
+// of the owner portal. /healthz, /readyz, /metrics and /api/openapi.json
+// need no token.
 //
 // Errors have one shape: {"error": {"code": "...", "message": "...",
 // "field": "..." or null}}; see openapi.json for every route and body.

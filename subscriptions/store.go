@@ -32,7 +32,9 @@ func hhmm(col string) string {
 var subscriptionColumns = `s.id, s.owner, s.name, s.url, s.event_types, s.secret, s.previous_secrets,
 	s.enabled, s.format, s.template, s.headers, s.timeout_ms, s.retry_schedule, s.max_in_flight, ` +
 	hhmm("s.window_start") + ` AS window_start, ` + hhmm("s.window_end") + ` AS window_end,
-	s.window_time_zone, s.ignore_global_window, s.outside_window, s.filter::text AS filter, s.consecutive_failures, s.failing_since,
+	s.window_time_zone, s.ignore_global_window, s.outside_window, s.filter::text AS filter,
+	s.rate_limit, s.rate_burst, s.ordering, s.held_until, s.hold_reason, s.circuit_opened_at, s.throttled_since,
+	s.consecutive_failures, s.failing_since,
 	s.last_success_at, s.last_failure_at, s.last_error, s.alerted_at, s.disabled_reason,
 	s.created_at, s.updated_at`
 
@@ -105,6 +107,15 @@ func (st *Store) Create(ctx context.Context, p CreateParams) (Subscription, erro
 	}
 	if p.OutsideWindow != "" {
 		add("outside_window", p.OutsideWindow)
+	}
+	if p.RateLimit != nil {
+		add("rate_limit", *p.RateLimit)
+	}
+	if p.RateBurst != nil {
+		add("rate_burst", *p.RateBurst)
+	}
+	if p.Ordering != "" {
+		add("ordering", p.Ordering)
 	}
 	if p.Filter != "" {
 		add("filter", p.Filter)
@@ -219,6 +230,23 @@ func (st *Store) Update(ctx context.Context, id int64, owner *string, p UpdatePa
 	}
 	if p.MaxInFlight != nil {
 		set("max_in_flight", *p.MaxInFlight)
+	}
+	if p.RateLimit != nil {
+		if *p.RateLimit == 0 {
+			sets = append(sets, "rate_limit = NULL")
+		} else {
+			set("rate_limit", *p.RateLimit)
+		}
+	}
+	if p.RateBurst != nil {
+		if *p.RateBurst == 0 {
+			sets = append(sets, "rate_burst = NULL")
+		} else {
+			set("rate_burst", *p.RateBurst)
+		}
+	}
+	if p.Ordering != nil {
+		set("ordering", *p.Ordering)
 	}
 	if p.Window != nil {
 		if p.Window.Start == "" && p.Window.End == "" {

@@ -32,6 +32,9 @@ const (
 	MinTimeoutMS       = 1000
 	MaxTimeoutMS       = 60000
 	DefaultMaxInFlight = 8
+	// OrderingNone and OrderingKey are the values of Ordering.
+	OrderingNone = "none"
+	OrderingKey  = "key"
 	MaxRetryDelays     = 20
 	MaxRetryDelay      = 7 * 24 * time.Hour
 	MaxNameLength      = 200
@@ -116,6 +119,24 @@ type Subscription struct {
 	// PostgreSQL's canonical spelling ($."amount"?(@ > 100)); nil means
 	// every event of the subscribed types.
 	Filter *string `db:"filter" json:"filter"`
+	// RateLimit is the pace in requests per second across every relay; nil
+	// is unlimited (Slack subscriptions get 1 unless told otherwise).
+	// RateBurst is how many may go at once after a quiet spell; nil is one
+	// second of RateLimit (at least 1).
+	RateLimit *float64 `db:"rate_limit" json:"rate_limit"`
+	RateBurst *int     `db:"rate_burst" json:"rate_burst"`
+	// Ordering is OrderingNone or OrderingKey (the deliveries of events
+	// sharing an outbox key go one at a time, in commit order).
+	Ordering string `db:"ordering" json:"ordering"`
+
+	// Flow control state, kept by the dispatcher: no request goes before
+	// HeldUntil (HoldReason says why: throttled, rate limit headers,
+	// circuit open); CircuitOpenedAt is set while the circuit is open;
+	// ThrottledSince is the start of continuous throttling.
+	HeldUntil       *time.Time `db:"held_until" json:"held_until"`
+	HoldReason      *string    `db:"hold_reason" json:"hold_reason"`
+	CircuitOpenedAt *time.Time `db:"circuit_opened_at" json:"circuit_opened_at"`
+	ThrottledSince  *time.Time `db:"throttled_since" json:"throttled_since"`
 
 	// Health, kept by the dispatcher.
 	ConsecutiveFailures int        `db:"consecutive_failures" json:"consecutive_failures"`
@@ -184,6 +205,12 @@ type CreateParams struct {
 	OutsideWindow string
 	// Filter "" means none; otherwise a jsonpath (see Store.CheckFilter).
 	Filter string
+	// RateLimit nil means the format's default (slack: 1/s; others:
+	// unlimited). RateBurst nil means one second of RateLimit.
+	RateLimit *float64
+	RateBurst *int
+	// Ordering "" means OrderingNone.
+	Ordering string
 }
 
 // UpdateParams change a subscription: only non-nil fields are written.
@@ -211,6 +238,11 @@ type UpdateParams struct {
 	OutsideWindow      *string
 	// Filter "" removes the filter.
 	Filter *string
+	// RateLimit 0 removes the limit (unlimited); RateBurst 0 goes back to
+	// one second of RateLimit.
+	RateLimit *float64
+	RateBurst *int
+	Ordering  *string
 }
 
 // ListParams filter List. The zero value lists every subscription.

@@ -58,11 +58,26 @@ type webhookJSON struct {
 	IgnoreGlobalWindow bool              `json:"ignore_global_window"`
 	OutsideWindow      string            `json:"outside_window"`
 	Filter             *string           `json:"filter"`
+	RateLimit          *float64          `json:"rate_limit"`
+	RateBurst          *int              `json:"rate_burst"`
+	Ordering           string            `json:"ordering"`
+	Flow               flowJSON          `json:"flow"`
 	Health             healthJSON        `json:"health"`
 	CreatedAt          time.Time         `json:"created_at"`
 	UpdatedAt          time.Time         `json:"updated_at"`
 	Secret             string            `json:"secret,omitempty"`
 	Stats              *webhookStatsJSON `json:"stats,omitempty"`
+}
+
+// flowJSON is where a webhook stands on flow control: held_until (with
+// its reason: throttled, rate limit headers, circuit open) is set while
+// no request may go to it.
+type flowJSON struct {
+	HeldUntil       *time.Time `json:"held_until"`
+	HoldReason      *string    `json:"hold_reason"`
+	CircuitOpen     bool       `json:"circuit_open"`
+	CircuitOpenedAt *time.Time `json:"circuit_opened_at"`
+	ThrottledSince  *time.Time `json:"throttled_since"`
 }
 
 // webhookStatsJSON are the last 24 hours of one webhook.
@@ -97,11 +112,13 @@ func toWebhookJSON(s subscriptions.Subscription) webhookJSON {
 	for i, d := range s.RetrySchedule {
 		sched[i] = d.Seconds()
 	}
-	return webhookJSON{
+	wj := webhookJSON{
 		ID: s.ID, Owner: s.Owner, Name: s.Name, URL: s.URL, Events: events, Enabled: s.Enabled,
 		Format: s.Format, Template: s.Template, Headers: headers, TimeoutMS: s.TimeoutMS,
 		RetrySchedule: sched, MaxInFlight: s.MaxInFlight, Window: toWindowJSON(s.Window()),
 		IgnoreGlobalWindow: s.IgnoreGlobalWindow, OutsideWindow: s.OutsideWindow, Filter: s.Filter,
+		RateLimit: s.RateLimit, RateBurst: s.RateBurst, Ordering: s.Ordering,
+		Flow: flowJSON{CircuitOpen: s.CircuitOpenedAt != nil, CircuitOpenedAt: s.CircuitOpenedAt, ThrottledSince: s.ThrottledSince},
 		Health: healthJSON{
 			ConsecutiveFailures: s.ConsecutiveFailures, FailingSince: s.FailingSince,
 			LastSuccessAt: s.LastSuccessAt, LastFailureAt: s.LastFailureAt,
@@ -109,6 +126,10 @@ func toWebhookJSON(s subscriptions.Subscription) webhookJSON {
 		},
 		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
 	}
+	if s.HeldUntil != nil && s.HeldUntil.After(time.Now()) {
+		wj.Flow.HeldUntil, wj.Flow.HoldReason = s.HeldUntil, s.HoldReason
+	}
+	return wj
 }
 
 func toWebhookStatsJSON(st subscriptions.SubscriptionStats) *webhookStatsJSON {
@@ -158,6 +179,10 @@ type createWebhookRequest struct {
 	OutsideWindow      string            `json:"outside_window"`
 	Filter             *string           `json:"filter"`
 	Secret             string            `json:"secret"`
+	// RateLimit null or absent: the format's default (slack 1/s).
+	RateLimit *float64 `json:"rate_limit"`
+	RateBurst *int     `json:"rate_burst"`
+	Ordering  string   `json:"ordering"`
 }
 
 // checkURL runs the SSRF pre-check with the current allow_http setting.
@@ -199,7 +224,7 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) {
 		Owner: owner, Name: req.Name, URL: req.URL, EventTypes: req.Events, Secret: req.Secret,
 		Enabled: req.Enabled, Format: req.Format, Template: req.Template, Headers: req.Headers,
 		TimeoutMS: req.TimeoutMS, MaxInFlight: req.MaxInFlight, IgnoreGlobalWindow: req.IgnoreGlobalWindow,
-		OutsideWindow: req.OutsideWindow,
+		OutsideWindow: req.OutsideWindow, RateLimit: req.RateLimit, RateBurst: req.RateBurst, Ordering: req.Ordering,
 	}
 	if req.Filter != nil {
 		p.Filter = *req.Filter
@@ -300,6 +325,28 @@ type updateWebhookRequest struct {
 	OutsideWindow      *string            `json:"outside_window"`
 	// Filter null or "" removes the filter.
 	Filter json.RawMessage `json:"filter"`
+	// RateLimit null removes the limit; RateBurst null goes back to one
+	// second of rate_limit.
+	RateLimit json.RawMessage `json:"rate_limit"`
+	RateBurst json.RawMessage `json:"rate_burst"`
+	Ordering  *string         `json:"ordering"`
+}
+
+// decodeNullable reads a number field that may be null (0 in the store
+// params: remove it).
+func decodeNullable[T float64 | int](w http.ResponseWriter, r *http.Request, raw json.RawMessage, field, what string) (*T, bool) {
+	if len(raw) == 0 {
+		return nil, true
+	}
+	var v T
+	if string(raw) == "null" {
+		return &v, true
+	}
+	if err := json.Unmarshal(raw, &v); err != nil || v == 0 {
+		writeError(w, r, http.StatusBadRequest, "invalid_field", field+" must be "+what+", or null", field)
+		return nil, false
+	}
+	return &v, true
 }
 
 // decodeWindow reads a window that may be null (remove it).
@@ -348,10 +395,18 @@ func (s *Server) updateWebhook(w http.ResponseWriter, r *http.Request) {
 		Name: req.Name, URL: req.URL, EventTypes: req.Events, Enabled: req.Enabled, DisabledReason: req.DisabledReason,
 		Format: req.Format, Template: req.Template, Headers: req.Headers, TimeoutMS: req.TimeoutMS,
 		MaxInFlight: req.MaxInFlight, IgnoreGlobalWindow: req.IgnoreGlobalWindow, OutsideWindow: req.OutsideWindow,
+		Ordering: req.Ordering,
 	}
 	if req.RetrySchedule != nil {
 		d := secondsToDurations(*req.RetrySchedule)
 		p.RetrySchedule = &d
+	}
+	var ok2 bool
+	if p.RateLimit, ok2 = decodeNullable[float64](w, r, req.RateLimit, "rate_limit", "a number of requests per second above 0"); !ok2 {
+		return
+	}
+	if p.RateBurst, ok2 = decodeNullable[int](w, r, req.RateBurst, "rate_burst", "a whole number of requests of at least 1"); !ok2 {
+		return
 	}
 	if len(req.Filter) > 0 {
 		f := ""

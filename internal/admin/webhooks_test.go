@@ -18,7 +18,7 @@ import (
 
 var webhookKeys = []string{"id", "owner", "name", "url", "events", "enabled", "format", "template", "headers",
 	"timeout_ms", "retry_schedule", "max_in_flight", "window", "ignore_global_window", "outside_window", "filter",
-	"health", "created_at", "updated_at"}
+	"rate_limit", "rate_burst", "ordering", "flow", "health", "created_at", "updated_at"}
 
 var healthKeys = []string{"consecutive_failures", "failing_since", "last_success_at", "last_failure_at", "last_error", "disabled_reason"}
 
@@ -552,4 +552,44 @@ func TestRotateSecretAndReplay(t *testing.T) {
 	e.do("POST", p+"/replay", e.alice, map[string]any{"since": since, "until": "soon"}).wantError(t, 400, "invalid_field", "until")
 	e.do("POST", p+"/replay", e.alice, map[string]any{"since": time.Now().Format(time.RFC3339), "until": since}).wantError(t, 400, "invalid_field", "since")
 	e.do("POST", "/api/webhooks/424242/replay", e.alice, map[string]any{"since": since}).wantError(t, 404, "not_found", "")
+}
+
+// Flow control through the API: a Slack webhook is paced at 1/s unless
+// told otherwise; rate_limit, rate_burst and ordering are set, changed and
+// removed (null); bad values are refused naming the field.
+func TestWebhookFlowControl(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	r := e.do("POST", "/api/webhooks", e.alice, map[string]any{
+		"name": "Slack", "url": "https://hooks.slack.com/services/T0/B0/XXXX", "events": []string{"thread.created"}, "format": "slack",
+	}).want(t, 201)
+	id := int64(num(t, r.obj["id"]))
+	if num(t, r.obj["rate_limit"]) != 1 || r.obj["rate_burst"] != nil || r.obj["ordering"] != "none" {
+		t.Fatalf("slack defaults: %s", r.raw)
+	}
+	flow := obj(t, r.obj["flow"])
+	wantKeys(t, flow, "held_until", "hold_reason", "circuit_open", "circuit_opened_at", "throttled_since")
+	if flow["circuit_open"] != false || flow["held_until"] != nil {
+		t.Fatalf("flow of a new webhook: %s", r.raw)
+	}
+	r = e.do("POST", "/api/webhooks", e.alice, map[string]any{
+		"name": "Ordered", "url": "https://example.com/hook", "events": []string{"*"}, "rate_limit": 5, "rate_burst": 2, "ordering": "key",
+	}).want(t, 201)
+	id2 := int64(num(t, r.obj["id"]))
+	if num(t, r.obj["rate_limit"]) != 5 || num(t, r.obj["rate_burst"]) != 2 || r.obj["ordering"] != "key" {
+		t.Fatalf("created: %s", r.raw)
+	}
+	r = e.do("PATCH", fmt.Sprintf("/api/webhooks/%d", id), e.alice, `{"rate_limit": null, "ordering": "key"}`).want(t, 200)
+	if r.obj["rate_limit"] != nil || r.obj["ordering"] != "key" {
+		t.Fatalf("patched: %s", r.raw)
+	}
+	r = e.do("PATCH", fmt.Sprintf("/api/webhooks/%d", id2), e.alice, `{"rate_limit": 0.5, "rate_burst": null}`).want(t, 200)
+	if num(t, r.obj["rate_limit"]) != 0.5 || r.obj["rate_burst"] != nil {
+		t.Fatalf("patched: %s", r.raw)
+	}
+	path := fmt.Sprintf("/api/webhooks/%d", id2)
+	e.do("PATCH", path, e.alice, `{"rate_limit": -1}`).wantError(t, 400, "invalid_field", "rate_limit")
+	e.do("PATCH", path, e.alice, `{"rate_limit": "fast"}`).wantError(t, 400, "invalid_field", "rate_limit")
+	e.do("PATCH", path, e.alice, `{"rate_burst": 0}`).wantError(t, 400, "invalid_field", "rate_burst")
+	e.do("PATCH", path, e.alice, `{"ordering": "fifo"}`).wantError(t, 400, "invalid_field", "ordering")
 }

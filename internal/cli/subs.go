@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -216,7 +217,8 @@ type subSettings struct {
 	headers                             stringsFlag
 	timeout, retry, window, tz          *string
 	outsideWindow, filter               *string
-	maxInFlight                         *int
+	maxInFlight, rateBurst              *int
+	rateLimit, ordering                 *string
 	ignoreGlobalWindow                  *bool
 	allowCIDRs                          stringsFlag
 }
@@ -233,6 +235,9 @@ func (c *CLI) defineSubSettings(fs *flag.FlagSet) *subSettings {
 		window:             fs.String("window", "", "daily delivery window HH:MM-HH:MM in --tz, may cross midnight (22:00-06:00)"),
 		tz:                 fs.String("tz", "", "time zone of --window, an IANA name such as Europe/Paris (default UTC)"),
 		maxInFlight:        fs.Int("max-in-flight", 0, "requests in flight at once to this subscription, 1 to 256 (default 8)"),
+		rateLimit:          fs.String("rate-limit", "", "requests per second across every relay, e.g. 1 or 0.5; none for unlimited (default: 1 for slack, unlimited otherwise)"),
+		rateBurst:          fs.Int("rate-burst", 0, "requests that may go at once after a quiet spell (default one second of --rate-limit)"),
+		ordering:           fs.String("ordering", "", "none, or key: deliveries of events sharing a key go one at a time, in commit order (default none)"),
 		ignoreGlobalWindow: fs.Bool("ignore-global-window", false, "deliver outside the global window of relay.settings"),
 		outsideWindow:      fs.String("outside-window", "", "while a window is closed: defer (wait, the default), send (go out anyway) or skip (end the delivery as skipped)"),
 		filter:             fs.String("filter", "", `payload filter, a PostgreSQL jsonpath: $.amount ? (@ > 100) or $.channel == "email"`),
@@ -370,7 +375,19 @@ func (c *CLI) subsAdd(ctx context.Context, a *subsAction, args []string) error {
 	p := subscriptions.CreateParams{
 		Name: *ss.name, URL: strings.TrimSpace(*ss.url), Format: *ss.format, Secret: *secret,
 		MaxInFlight: *ss.maxInFlight, IgnoreGlobalWindow: *ss.ignoreGlobalWindow,
-		OutsideWindow: *ss.outsideWindow, Filter: strings.TrimSpace(*ss.filter),
+		OutsideWindow: *ss.outsideWindow, Filter: strings.TrimSpace(*ss.filter), Ordering: *ss.ordering,
+	}
+	if *ss.rateLimit != "" {
+		r, err := parseRateLimit(*ss.rateLimit)
+		if err != nil {
+			return err
+		}
+		if r != 0 {
+			p.RateLimit = &r
+		}
+	}
+	if *ss.rateBurst != 0 {
+		p.RateBurst = ss.rateBurst
 	}
 	if *owner != "" {
 		p.Owner = owner
@@ -503,6 +520,18 @@ func (c *CLI) printSub(s subscriptions.Subscription, stats *subscriptions.Stats)
 		t.row("retries:", strings.Join(r, ", ")+" after the first attempt")
 	}
 	t.row("max in flight:", s.MaxInFlight)
+	t.row("pace:", paceText(s))
+	t.row("ordering:", s.Ordering)
+	switch {
+	case s.CircuitOpenedAt != nil:
+		t.row("circuit:", "open since "+s.CircuitOpenedAt.UTC().Format(time.RFC3339)+": one probe per interval")
+	case s.HeldUntil != nil && s.HeldUntil.After(time.Now()):
+		reason := "held"
+		if s.HoldReason != nil {
+			reason = *s.HoldReason
+		}
+		t.row("held:", reason+" until "+s.HeldUntil.UTC().Format(time.RFC3339))
+	}
 	window := "always"
 	if w := s.Window(); w != nil {
 		window = w.Start + "-" + w.End + " " + w.TimeZone
@@ -616,6 +645,19 @@ func (c *CLI) subsUpdate(ctx context.Context, a *subsAction, args []string) erro
 	}
 	if set["max-in-flight"] {
 		p.MaxInFlight, changes = ss.maxInFlight, changes+1
+	}
+	if set["rate-limit"] {
+		r, err := parseRateLimit(*ss.rateLimit)
+		if err != nil {
+			return err
+		}
+		p.RateLimit, changes = &r, changes+1
+	}
+	if set["rate-burst"] {
+		p.RateBurst, changes = ss.rateBurst, changes+1
+	}
+	if set["ordering"] {
+		p.Ordering, changes = ss.ordering, changes+1
 	}
 	if set["ignore-global-window"] {
 		p.IgnoreGlobalWindow, changes = ss.ignoreGlobalWindow, changes+1
@@ -848,4 +890,30 @@ func (c *CLI) subsTest(ctx context.Context, a *subsAction, args []string) error 
 		return &ExitError{Code: 1, Err: fmt.Errorf("test delivery %d to subscription %d failed", res.DeliveryID, id)}
 	}
 	return nil
+}
+
+// parseRateLimit reads --rate-limit: requests per second, or none (0:
+// unlimited).
+func parseRateLimit(v string) (float64, error) {
+	v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "/s"))
+	if v == "none" || v == "unlimited" {
+		return 0, nil
+	}
+	r, err := strconv.ParseFloat(v, 64)
+	if err != nil || r <= 0 || r > 10000 || r != r {
+		return 0, usageError("invalid --rate-limit %q: want requests per second above 0 and at most 10000 (e.g. 1 or 0.5), or none", v)
+	}
+	return r, nil
+}
+
+// paceText describes a subscription's rate limit.
+func paceText(s subscriptions.Subscription) string {
+	if s.RateLimit == nil {
+		return "unlimited"
+	}
+	burst := max(1, int(*s.RateLimit))
+	if s.RateBurst != nil {
+		burst = *s.RateBurst
+	}
+	return strconv.FormatFloat(*s.RateLimit, 'f', -1, 64) + "/s, burst " + strconv.Itoa(burst)
 }

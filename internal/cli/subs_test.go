@@ -422,3 +422,37 @@ func TestSubsFilterAndOutsideWindow(t *testing.T) {
 		t.Fatalf("updated: %s", out)
 	}
 }
+
+// Flow control from the command line: pace and ordering are set, shown,
+// lifted, and a bad value is refused with the flag's name.
+func TestSubsRateLimitAndOrdering(t *testing.T) {
+	t.Parallel()
+	_, env := opsDB(t)
+	out := expectCLI(t, env, 0, nil, "subs", "add", "--name", "chat", "--url", "https://hooks.slack.com/services/T/B/X", "--events", "thread.*",
+		"--format", "slack", "--json")
+	var v struct {
+		ID        int64    `json:"id"`
+		RateLimit *float64 `json:"rate_limit"`
+		RateBurst *int     `json:"rate_burst"`
+		Ordering  string   `json:"ordering"`
+	}
+	decodeJSON(t, out, &v)
+	if v.RateLimit == nil || *v.RateLimit != 1 || v.Ordering != "none" {
+		t.Fatalf("a slack subscription is paced at 1/s by default: %s", out)
+	}
+	id := strconv.FormatInt(v.ID, 10)
+	expectCLI(t, env, 0, []string{"pace:", "1/s, burst 1", "ordering:", "none"}, "subs", "show", id)
+	out = expectCLI(t, env, 0, nil, "subs", "update", id, "--rate-limit", "2.5", "--rate-burst", "4", "--ordering", "key", "--json")
+	decodeJSON(t, out, &v)
+	if v.RateLimit == nil || *v.RateLimit != 2.5 || v.RateBurst == nil || *v.RateBurst != 4 || v.Ordering != "key" {
+		t.Fatalf("updated: %s", out)
+	}
+	expectCLI(t, env, 0, []string{"pace:", "2.5/s, burst 4", "ordering:", "key"}, "subs", "show", id)
+	expectCLI(t, env, 2, []string{"--rate-limit", "requests per second"}, "subs", "update", id, "--rate-limit", "fast")
+	expectCLI(t, env, 1, []string{"ordering must be none or key"}, "subs", "update", id, "--ordering", "fifo")
+	out = expectCLI(t, env, 0, nil, "subs", "update", id, "--rate-limit", "none", "--json")
+	decodeJSON(t, out, &v)
+	if v.RateLimit != nil {
+		t.Fatalf("--rate-limit none leaves %v", *v.RateLimit)
+	}
+}

@@ -70,6 +70,7 @@ func TestConsole(t *testing.T) {
 	run("OwnerScoped", testOwnerScoped)
 	run("Settings", testSettings)
 	run("CatalogAndFilter", testCatalogAndFilter)
+	run("FlowControl", testFlowControl)
 	run("OwnerFromMe", testOwnerFromMe)
 	run("French", testFrench)
 }

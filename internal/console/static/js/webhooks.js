@@ -196,6 +196,13 @@ function statusCell(w) {
     td.append(h('p', { class: 'reason reason-warn', title: health.last_error ? t('webhook.lastError', { error: health.last_error }) : null },
       t('webhook.failing', { n: health.consecutive_failures })));
   }
+  const flow = w.flow || {};
+  if (w.enabled && flow.circuit_open) {
+    td.append(h('p', { class: 'reason reason-warn flow-state' }, t('flow.circuit')));
+  } else if (w.enabled && flow.held_until) {
+    td.append(h('p', { class: 'reason reason-warn flow-state' },
+      t('flow.held', { at: new Date(flow.held_until).toLocaleTimeString(), reason: flow.hold_reason || '' })));
+  }
   input.addEventListener('change', async () => {
     const enabled = input.checked;
     text.textContent = enabled ? t('webhook.enabled') : t('webhook.disabled');
@@ -635,6 +642,18 @@ function webhookForm(existing, { onCancel, onDone }) {
     })),
     h('p', { class: 'field-error', id: `${p}-outside_window-error` }));
 
+  // Flow control: the endpoint's pace and per-key order.
+  const rate = h('input', {
+    id: `${p}-rate_limit`, type: 'number', min: '0', step: 'any', inputmode: 'decimal',
+    value: existing && existing.rate_limit != null ? String(existing.rate_limit) : '',
+  });
+  const ordering = h('input', { type: 'checkbox', id: `${p}-ordering`, checked: !!(existing && existing.ordering === 'key') });
+  const flowSet = h('div', { class: 'field-group' },
+    field(`${p}-rate_limit`, t('form.rateLimit'), rate, t('form.rateLimitHint')),
+    h('div', { class: 'field' },
+      h('label', { class: 'check', for: `${p}-ordering` }, ordering, ' ', t('form.ordering')),
+      h('p', { class: 'field-error', id: `${p}-ordering-error` })));
+
   const formErr = h('p', { class: 'form-error', id: `${p}-form-error`, role: 'alert' });
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: `${p}-submit` }, existing ? t('form.save') : t('form.create'));
   const cancel = h('button', { type: 'button', class: 'btn', onclick: onCancel }, t('cancel'));
@@ -642,7 +661,7 @@ function webhookForm(existing, { onCancel, onDone }) {
   append(form,
     field(`${p}-name`, t('form.name'), name),
     field(`${p}-url`, t('form.url'), url, urlHint),
-    eventsSet, formatSet, filterSet, owSet,
+    eventsSet, formatSet, filterSet, owSet, flowSet,
     existing ? h('p', { class: 'hint' }, t('secret.hidden')) : null,
     formErr,
     h('div', { class: 'modal-actions' }, cancel, submit));
@@ -652,6 +671,7 @@ function webhookForm(existing, { onCancel, onDone }) {
   const controlOf = {
     name, url, events: pattern, format: form.querySelector(`#${p}-format-json`), filter,
     outside_window: form.querySelector(`#${p}-outside-defer`),
+    rate_limit: rate, ordering,
   };
   function setError(key, message) {
     const el = errEl(key);
@@ -700,6 +720,17 @@ function webhookForm(existing, { onCancel, onDone }) {
     };
     const filterText = filter.value.trim();
     if (filterText) values.filter = filterText;
+    values.ordering = ordering.checked ? 'key' : 'none';
+    const rateText = rate.value.trim();
+    const rateValue = rateText === '' ? null : Number(rateText);
+    if (rateValue !== null && !(rateValue > 0)) {
+      setError('rate_limit', t('err.rateLimit'));
+      formErr.textContent = t('form.fixErrors');
+      rate.focus();
+      return;
+    }
+    setError('rate_limit', '');
+    if (rateValue !== null) values.rate_limit = rateValue;
     // A pattern typed but not added counts: people expect it to.
     const typed = pattern.value.trim();
     if (typed) {
@@ -733,6 +764,8 @@ function webhookForm(existing, { onCancel, onDone }) {
       if (values.format !== existing.format) body.format = values.format;
       if (values.outside_window !== (existing.outside_window || 'defer')) body.outside_window = values.outside_window;
       if (filterText !== (existing.filter || '')) body.filter = filterText || null;
+      if (rateValue !== (existing.rate_limit ?? null)) body.rate_limit = rateValue;
+      if (values.ordering !== (existing.ordering || 'none')) body.ordering = values.ordering;
       if (Object.keys(body).length === 0) {
         onDone(existing);
         return;
@@ -750,7 +783,10 @@ function webhookForm(existing, { onCancel, onDone }) {
 
   // Server-side validation errors name a field: show them there.
   function showServerError(err) {
-    const known = { name: 'name', url: 'url', events: 'events', format: 'format', filter: 'filter', outside_window: 'outside_window' };
+    const known = {
+      name: 'name', url: 'url', events: 'events', format: 'format', filter: 'filter', outside_window: 'outside_window',
+      rate_limit: 'rate_limit', rate_burst: 'rate_limit', ordering: 'ordering',
+    };
     const key = err instanceof ApiError && err.field ? known[err.field] : null;
     if (key) {
       setError(key, err.message);

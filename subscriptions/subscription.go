@@ -33,12 +33,12 @@ const (
 	MaxTimeoutMS       = 60000
 	DefaultMaxInFlight = 8
 	// OrderingNone and OrderingKey are the values of Ordering.
-	OrderingNone = "none"
-	OrderingKey  = "key"
-	MaxRetryDelays     = 20
-	MaxRetryDelay      = 7 * 24 * time.Hour
-	MaxNameLength      = 200
-	MaxURLLength       = 2000
+	OrderingNone   = "none"
+	OrderingKey    = "key"
+	MaxRetryDelays = 20
+	MaxRetryDelay  = 7 * 24 * time.Hour
+	MaxNameLength  = 200
+	MaxURLLength   = 2000
 	// Limits of the free text a subscription carries, so that one row
 	// cannot make every attempt (or every page showing it) heavy.
 	MaxTemplateLength    = 10000

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -344,12 +343,8 @@ func TestOrderingByKey(t *testing.T) {
 		}
 	}
 	// One at a time per key: a key's requests never overlapped.
-	var all []arrival
-	for _, a := range ordered.arrivals() {
-		all = append(all, a)
-	}
 	last := map[string]int{}
-	for _, a := range all {
+	for _, a := range ordered.arrivals() {
 		if p, ok := last[a.key]; ok && a.seq < p {
 			t.Fatalf("key %s went back from %d to %d", a.key, p, a.seq)
 		}
@@ -488,4 +483,3 @@ func TestThrottlingCapFailsAfter24Hours(t *testing.T) {
 	}
 }
 
-var _ = fmt.Sprint

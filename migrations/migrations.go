@@ -30,7 +30,7 @@ const MigrationsTable = "relay_schema_migrations"
 
 // Latest is the newest schema version this binary knows. A test checks that
 // it matches the newest file under sql/.
-const Latest uint = 5
+const Latest uint = 6
 
 // Status describes where a database stands.
 type Status struct {
@@ -50,6 +50,16 @@ func (s Status) Pending() bool { return s.Version < s.Latest }
 // An up-to-date database is not an error.
 func Up(ctx context.Context, databaseURL string) error {
 	return run(ctx, databaseURL, func(m *migrate.Migrate) error { return m.Up() })
+}
+
+// UpTo applies or reverts migrations until the database is at version v:
+// for tests that need an older schema (an install being upgraded) and for
+// operators stepping through an upgrade.
+func UpTo(ctx context.Context, databaseURL string, v uint) error {
+	if v == 0 || v > Latest {
+		return fmt.Errorf("migrating: version %d does not exist (want 1 to %d)", v, Latest)
+	}
+	return run(ctx, databaseURL, func(m *migrate.Migrate) error { return m.Migrate(v) })
 }
 
 // Down reverts every migration, removing the relay schema and its data.

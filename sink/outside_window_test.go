@@ -26,6 +26,8 @@ func TestOutsideWindowSkip(t *testing.T) {
 	var clock atomic.Int64
 	noon := time.Date(2030, 5, 6, 12, 0, 0, 0, time.UTC)
 	clock.Store(noon.UnixNano())
+	// The skip is recorded at the dispatcher's time, in its day's partition.
+	db.AttemptPartitionsFor(t, noon, noon.AddDate(0, 0, 2))
 	startCapture(t, db, nil)
 	startDispatcher(t, db, loopback, func(c *dispatch.Config) {
 		c.Now = func() time.Time { return time.Unix(0, clock.Load()) }

@@ -21,6 +21,7 @@ import (
 	"github.com/pgoutbox/relay/internal/admin"
 	"github.com/pgoutbox/relay/internal/dbwait"
 	"github.com/pgoutbox/relay/internal/metrics"
+	"github.com/pgoutbox/relay/internal/partitions"
 	"github.com/pgoutbox/relay/internal/retention"
 	"github.com/pgoutbox/relay/migrations"
 	"github.com/pgoutbox/relay/outbox"
@@ -170,6 +171,7 @@ type App struct {
 	metrics      *metrics.Metrics
 	stream       *outbox.Stream
 	dispatcher   *dispatch.Dispatcher
+	partitions   *partitions.Job
 	retention    *retention.Job
 	admin        *admin.Server
 }
@@ -229,6 +231,13 @@ func (a *App) Start(ctx context.Context) (err error) {
 		}
 	}
 	if a.deliveryPool, err = newDeliveryPool(ctx, a.cfg.DatabaseURL); err != nil {
+		return err
+	}
+
+	// Attempts can be recorded only in a partition of their day: make sure
+	// today's and the next days' exist before anything is sent.
+	a.partitions = partitions.New(partitions.Config{Pool: a.pool, Logger: a.log})
+	if err := a.partitions.Start(ctx); err != nil {
 		return err
 	}
 
@@ -384,6 +393,9 @@ func (a *App) Stop(ctx context.Context) {
 	}
 	if a.retention != nil {
 		a.retention.Stop()
+	}
+	if a.partitions != nil {
+		a.partitions.Stop()
 	}
 	if a.admin != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

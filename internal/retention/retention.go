@@ -1,10 +1,33 @@
-// Package retention removes old events from relay.outbox, with their
-// deliveries and attempts (ON DELETE CASCADE), once all their work is over.
+// Package retention removes old history: whole days of attempts, response
+// bodies of succeeded deliveries, and old events with their deliveries,
+// once all their work is over.
 //
-// An event is removed when it is older than the retention (relay.settings
-// .retention, 7 days by default, or Config.Retention) and none of its
-// deliveries is pending or delivering; an old event without any delivery
-// (it matched no subscription) goes too. Pending work is never removed.
+// Each run does three things, in this order:
+//
+//  1. Attempt partitions. relay.delivery_attempts is partitioned by day
+//     (internal/partitions); every partition whose whole day is older than
+//     the retention (relay.settings.retention, 7 days by default, or
+//     Config.Retention) is dropped. That costs a few catalog
+//     rows of WAL whatever the partition holds, where deleting its rows
+//     would write WAL for each of them and leave the table to vacuum.
+//     Dropping attempts never loses work: the delivery rows (status,
+//     attempt count, next_attempt_at, last answer) are in relay.deliveries,
+//     which is not partitioned, so a delivery still retrying after the
+//     retention keeps going and only its oldest attempt rows are gone.
+//  2. Payloads. When relay.settings.payload_retention (or
+//     Config.PayloadRetention) is set, the response bodies of succeeded
+//     attempts older than it are cleared (delivery_attempts.response_body
+//     and the same delivery's deliveries.last_response), in batches of
+//     about BatchSize attempts; the metadata stays for the whole retention.
+//     Progress is kept in relay.maintenance_state, so a restart does not
+//     read the history again. Event payloads are kept: redeliver needs them.
+//  3. Events. An event is removed when it is older than the retention and
+//     none of its deliveries is pending or delivering; an old event without
+//     any delivery (it matched no subscription) goes too. Its deliveries
+//     (and any attempt rows younger than the dropped days) go with it by ON
+//     DELETE CASCADE. Pending work is never removed. These rows go in
+//     batches: relay.outbox and relay.deliveries are not partitioned (see
+//     docs/scaling.md for why).
 //
 // Only one relay runs the job at a time: each run takes a session advisory
 // lock (LockKey) with pg_try_advisory_lock and does nothing when another
@@ -18,7 +41,8 @@
 // and removes only events created, with an hour's margin for long
 // transactions, before a run whose position the slot has confirmed. The
 // first run after start therefore removes nothing while the slot exists
-// (it has no confirmed sample yet); the next one catches up.
+// (it has no confirmed sample yet); the next one catches up. Attempts need
+// no such guard: an attempt exists only for a delivery already fanned out.
 package retention
 
 import (
@@ -31,6 +55,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+
+	"github.com/pgoutbox/relay/internal/partitions"
 )
 
 // LockKey is the advisory lock key a retention run holds (the first 8 bytes
@@ -62,6 +88,15 @@ type Config struct {
 	// relay.settings.retention at each run, so a change there applies
 	// without a restart.
 	Retention time.Duration
+	// PayloadRetention is how old the response body of a succeeded attempt
+	// must be to be cleared. 0 means reading relay.settings
+	// .payload_retention at each run (NULL there: bodies are kept as long
+	// as the rest); a negative value keeps them.
+	PayloadRetention time.Duration
+	// LockTimeout bounds the waits for the locks that dropping a
+	// partition takes (default partitions.DefaultLockTimeout); a run that
+	// times out logs it and the next run tries again.
+	LockTimeout time.Duration
 	// Interval is the time between runs (default DefaultInterval).
 	Interval time.Duration
 	// BatchSize is how many events one transaction removes at most (default
@@ -146,40 +181,61 @@ func (j *Job) loop(ctx context.Context, done chan struct{}) {
 		case <-t.C:
 		}
 		start := time.Now()
-		n, err := j.RunOnce(ctx)
+		res, err := j.Run(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
+		case err != nil && partitions.IsLockTimeout(err):
+			j.log.Info().Err(err).Msg("retention: the tables were busy; retrying at the next run")
 		case err != nil:
 			j.log.Error().Err(err).Msg("retention run failed")
-		case n > 0:
-			j.log.Info().Int("num_events", n).Dur("elapsed", time.Since(start)).Msg("removed old events")
+		}
+		if len(res.Partitions) > 0 || res.Events > 0 || res.Payloads > 0 {
+			j.log.Info().Strs("partitions", res.Partitions).Int("num_events", res.Events).Int("num_payloads", res.Payloads).
+				Dur("elapsed", time.Since(start)).Msg("removed old history")
 		}
 		t.Reset(j.cfg.Interval)
 	}
 }
 
-// RunOnce removes the events due for removal, in batches, and returns how
-// many it removed. When another relay holds the retention lock it returns
-// 0, nil at once. The lock is held on a connection of its own for the
-// whole run.
+// Result is what one run removed.
+type Result struct {
+	// Partitions are the attempt partitions dropped.
+	Partitions []string
+	// Payloads counts the attempts whose response body was cleared.
+	Payloads int
+	// Events counts the events removed (with their deliveries).
+	Events int
+}
+
+// RunOnce runs the job once (see Run) and returns how many events it
+// removed.
 func (j *Job) RunOnce(ctx context.Context) (removed int, err error) {
+	res, err := j.Run(ctx)
+	return res.Events, err
+}
+
+// Run drops the attempt partitions, clears the payloads and removes the
+// events due for it, in that order (see the package documentation). When
+// another relay holds the retention lock it returns a zero Result at once.
+// The lock is held on a connection of its own for the whole run.
+func (j *Job) Run(ctx context.Context) (res Result, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 
 	conn, err := j.cfg.Pool.Acquire(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("retention: acquiring a connection: %w", err)
+		return res, fmt.Errorf("retention: acquiring a connection: %w", err)
 	}
 	var locked bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, LockKey).Scan(&locked); err != nil {
 		conn.Release()
-		return 0, fmt.Errorf("retention: taking the lock: %w", err)
+		return res, fmt.Errorf("retention: taking the lock: %w", err)
 	}
 	if !locked {
 		conn.Release()
 		j.log.Debug().Msg("another relay runs retention")
-		return 0, nil
+		return res, nil
 	}
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -195,23 +251,35 @@ func (j *Job) RunOnce(ctx context.Context) (removed int, err error) {
 
 	retention, err := j.retention(ctx, conn)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
+	var cutoff time.Time
+	if err := conn.QueryRow(ctx, `SELECT now() - $1::interval`, retention).Scan(&cutoff); err != nil {
+		return res, fmt.Errorf("retention: reading the time: %w", err)
+	}
+	res.Partitions, err = partitions.DropBefore(ctx, conn, cutoff, j.cfg.LockTimeout)
+	if err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
+	if res.Payloads, err = j.clearPayloads(ctx, conn, retention); err != nil {
+		return res, err
+	}
+
 	horizon, err := j.slotHorizon(ctx, conn)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return removed, err
+			return res, err
 		}
 		n, more, err := j.deleteBatch(ctx, conn, retention, horizon)
-		removed += n
+		res.Events += n
 		if err != nil {
-			return removed, fmt.Errorf("retention: removing events: %w", err)
+			return res, fmt.Errorf("retention: removing events: %w", err)
 		}
 		if !more {
-			return removed, nil
+			return res, nil
 		}
 	}
 }

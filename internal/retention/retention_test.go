@@ -284,3 +284,202 @@ func TestStartStop(t *testing.T) {
 	j.Stop()
 	f.job(nil).Stop()
 }
+
+// partitionDays lists the days (YYYYMMDD) of the attempt partitions.
+func (f *fixture) partitionDays() []string {
+	f.t.Helper()
+	rows, _ := f.db.Pool.Query(context.Background(), `SELECT to_char(from_at AT TIME ZONE 'UTC', 'YYYYMMDD') FROM relay.attempt_partitions()`)
+	days, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return days
+}
+
+func TestRunDropsWholeAttemptDaysAndKeepsPendingWork(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	f.db.DailyAttemptPartitions(t, 10)
+	before := f.partitionDays()
+	f.event("old-succeeded", 9*day, "succeeded")
+	f.event("old-pending", 9*day, "pending")
+	f.event("new-succeeded", 2*day, "succeeded")
+	// The filenode of a partition changes if its rows are rewritten.
+	var keptNode int64
+	if err := f.db.Pool.QueryRow(ctx, `SELECT pg_relation_filenode(partition)::bigint FROM relay.attempt_partitions()
+		WHERE from_at <= now() - interval '2 days' AND to_at > now() - interval '2 days'`).Scan(&keptNode); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := f.job(nil).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Whole days older than 7 days went: the partitions from 10 days ago to
+	// the one that ends at or before now - 7 days (3 or 4 of them,
+	// depending on the time of day).
+	after := f.partitionDays()
+	if len(res.Partitions) < 3 || len(res.Partitions) > 4 || len(after) != len(before)-len(res.Partitions) {
+		t.Fatalf("dropped %v; partitions before %v, after %v", res.Partitions, before, after)
+	}
+	var oldest time.Time
+	if err := f.db.Pool.QueryRow(ctx, `SELECT min(from_at) FROM relay.attempt_partitions()`).Scan(&oldest); err != nil {
+		t.Fatal(err)
+	}
+	if age := time.Since(oldest); age > 8*day || age < 7*day-day {
+		t.Fatalf("oldest partition left starts %s ago, want between 6 and 8 days", age)
+	}
+	// The old finished event went by the batched delete; the pending one
+	// stays with its delivery, only its 9-day-old attempt row is gone.
+	if got := f.keys(); !equal(got, []string{"new-succeeded", "old-pending"}) {
+		t.Fatalf("events left %v", got)
+	}
+	if res.Events != 1 {
+		t.Fatalf("removed %d events, want 1", res.Events)
+	}
+	var status string
+	var attempts int
+	if err := f.db.Pool.QueryRow(ctx, `SELECT d.status, d.attempts FROM relay.deliveries AS d
+		JOIN relay.outbox AS o ON o.event_id = d.event_id WHERE o.key = 'old-pending'`).Scan(&status, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if status != "pending" || attempts != 1 {
+		t.Fatalf("pending delivery now %s with %d attempts", status, attempts)
+	}
+	if n := f.count("relay.delivery_attempts"); n != 1 {
+		t.Fatalf("%d attempts left, want the 2-day-old one", n)
+	}
+	var node int64
+	if err := f.db.Pool.QueryRow(ctx, `SELECT pg_relation_filenode(partition)::bigint FROM relay.attempt_partitions()
+		WHERE from_at <= now() - interval '2 days' AND to_at > now() - interval '2 days'`).Scan(&node); err != nil {
+		t.Fatal(err)
+	}
+	if node != keptNode {
+		t.Fatalf("the kept partition was rewritten (filenode %d, was %d)", node, keptNode)
+	}
+	// A second run finds nothing; new attempts still have partitions ahead.
+	if res, err := f.job(nil).Run(ctx); err != nil || len(res.Partitions) != 0 || res.Events != 0 {
+		t.Fatalf("second run: %+v %v", res, err)
+	}
+	f.db.Exec(t, `INSERT INTO relay.delivery_attempts (delivery_id, attempt, started_at, outcome)
+		SELECT id, 2, now() + interval '2 days', 'retry' FROM relay.deliveries WHERE status = 'pending'`)
+}
+
+func TestRunDropsThePartitionLeftByAnInterruptedDetach(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	f.db.DailyAttemptPartitions(t, 10)
+	oldest := f.partitionDays()[0]
+	// DETACH ... CONCURRENTLY commits "detach pending" first, then waits
+	// for the transactions that use the table; one stopped in that wait
+	// leaves the partition pending. Hold such a transaction open, and stop
+	// the detach with a statement timeout while it waits.
+	holder, err := f.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, `SELECT count(*) FROM relay.delivery_attempts`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, f.db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SET statement_timeout = '300ms'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `ALTER TABLE relay.delivery_attempts DETACH PARTITION relay.delivery_attempts_`+oldest+` CONCURRENTLY`); err == nil {
+		t.Fatal("the detach did not wait for the open transaction")
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pending bool
+	if err := f.db.Pool.QueryRow(ctx, `SELECT detach_pending FROM relay.attempt_partitions()
+		WHERE partition = ('relay.delivery_attempts_' || $1)::regclass`, oldest).Scan(&pending); err != nil || !pending {
+		t.Fatalf("the interrupted detach left no pending partition: %v %v", pending, err)
+	}
+	res, err := f.job(nil).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Partitions) == 0 || res.Partitions[0] != "relay.delivery_attempts_"+oldest {
+		t.Fatalf("dropped %v, want relay.delivery_attempts_%s first", res.Partitions, oldest)
+	}
+	var exists bool
+	if err := f.db.Pool.QueryRow(ctx, `SELECT to_regclass('relay.delivery_attempts_' || $1) IS NOT NULL`, oldest).Scan(&exists); err != nil || exists {
+		t.Fatalf("the pending partition is still there: %v %v", exists, err)
+	}
+}
+
+func TestPayloadRetentionClearsOnlySucceededBodies(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	f.event("old-succeeded", 2*day, "succeeded")
+	f.event("old-failed", 2*day, "failed")
+	f.event("new-succeeded", time.Hour, "succeeded")
+	f.db.Exec(t, `UPDATE relay.delivery_attempts SET response_body = 'body of ' || attempt`)
+	f.db.Exec(t, `UPDATE relay.deliveries SET last_response = 'body of 1'`)
+	f.db.Exec(t, `UPDATE relay.settings SET payload_retention = '1 day'`)
+
+	bodies := func() map[string][2]*string {
+		rows, _ := f.db.Pool.Query(ctx, `SELECT o.key, a.response_body, d.last_response
+			FROM relay.outbox AS o JOIN relay.deliveries AS d ON d.event_id = o.event_id
+			JOIN relay.delivery_attempts AS a ON a.delivery_id = d.id`)
+		out := map[string][2]*string{}
+		var key string
+		var body, last *string
+		if _, err := pgx.ForEachRow(rows, []any{&key, &body, &last}, func() error {
+			out[key] = [2]*string{body, last}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// A small batch makes the run walk several batches.
+	j := f.job(func(c *retention.Config) { c.BatchSize = 1 })
+	res, err := j.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Payloads != 1 || res.Events != 0 {
+		t.Fatalf("run: %+v, want 1 payload cleared and no event removed", res)
+	}
+	got := bodies()
+	if b := got["old-succeeded"]; b[0] != nil || b[1] != nil {
+		t.Errorf("old succeeded delivery kept its body: %v %v", b[0], b[1])
+	}
+	for _, k := range []string{"old-failed", "new-succeeded"} {
+		if b := got[k]; b[0] == nil || b[1] == nil {
+			t.Errorf("%s lost its body", k)
+		}
+	}
+	if n := f.count("relay.delivery_attempts"); n != 3 {
+		t.Fatalf("%d attempts left, want all 3 (only bodies go)", n)
+	}
+	var mark time.Time
+	if err := f.db.Pool.QueryRow(ctx, `SELECT payloads_cleared_before FROM relay.maintenance_state`).Scan(&mark); err != nil {
+		t.Fatal(err)
+	}
+	if age := time.Since(mark); age < day-time.Minute || age > day+time.Minute {
+		t.Fatalf("progress mark %s ago, want about a day", age)
+	}
+	// The next run starts from the mark and finds nothing more.
+	if res, err := f.job(nil).Run(ctx); err != nil || res.Payloads != 0 {
+		t.Fatalf("second run: %+v %v", res, err)
+	}
+	// NULL (the default) keeps the bodies.
+	f.db.Exec(t, `UPDATE relay.settings SET payload_retention = NULL`)
+	f.db.Exec(t, `UPDATE relay.maintenance_state SET payloads_cleared_before = NULL`)
+	if res, err := f.job(nil).Run(ctx); err != nil || res.Payloads != 0 {
+		t.Fatalf("run without payload retention: %+v %v", res, err)
+	}
+	if _, err := f.db.Pool.Exec(ctx, `UPDATE relay.settings SET payload_retention = '5 minutes'`); err == nil {
+		t.Fatal("a payload retention under an hour was accepted")
+	}
+}

@@ -131,35 +131,43 @@ func New(cfg Config) *Recorder {
 	return &Recorder{cfg: cfg, log: cfg.Logger}
 }
 
-// recordAttemptsSQL inserts the attempts and moves their deliveries on, in
-// one statement for the whole batch. The update only touches deliveries this
-// relay still holds, so a delivery whose lease expired and was claimed by
-// another relay is not overwritten. locked_by is set only with status
-// 'delivering' and cleared whenever the status moves on, so it is the whole
-// test: spelling out the status as well would let the planner scan every
-// delivery in flight (the deliveries_leased index, dead entries included)
-// instead of looking each one up by id.
+// recordAttemptsSQL moves the batch's deliveries on and inserts their
+// attempts, in one statement for the whole batch. The update only touches
+// deliveries this relay still holds, so a delivery whose lease expired and
+// was claimed by another relay is not overwritten, and an attempt row is
+// written only for the deliveries the update moved: the relay that holds the
+// lease writes the attempt, once. That is what keeps (delivery_id, attempt)
+// unique now that relay.delivery_attempts is partitioned by started_at,
+// where a unique index over all partitions would have to contain started_at
+// (each partition still has its own UNIQUE (delivery_id, attempt), and ON
+// CONFLICT DO NOTHING keeps a replayed batch from failing on it). locked_by
+// is set only with status 'delivering' and cleared whenever the status moves
+// on, so it is the whole test: spelling out the status as well would let the
+// planner scan every delivery in flight (the deliveries_leased index, dead
+// entries included) instead of looking each one up by id.
 const recordAttemptsSQL = `
 WITH r AS (
     SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[], $13::bool[])
         AS r(delivery_id, attempt, started_at, duration_ms, status_code, outcome, error, response, retry_after, new_status, next_at, spend)
-), ins AS (
-    INSERT INTO relay.delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, error, response_body, retry_after)
-    SELECT delivery_id, attempt, started_at, duration_ms, status_code, outcome, error, response, retry_after FROM r
-    ON CONFLICT (delivery_id, attempt) DO NOTHING
+), moved AS (
+    UPDATE relay.deliveries AS d
+    SET status = r.new_status,
+        attempts = greatest(d.attempts, r.attempt),
+        cycle_attempts = d.cycle_attempts + CASE WHEN coalesce(r.spend, true) THEN 1 ELSE 0 END,
+        next_attempt_at = coalesce(r.next_at, d.next_attempt_at),
+        locked_until = NULL, locked_by = NULL,
+        last_status_code = r.status_code, last_error = r.error, last_response = r.response,
+        last_duration_ms = r.duration_ms,
+        completed_at = CASE WHEN r.new_status IN ('succeeded', 'failed') THEN now() END
+    FROM r
+    WHERE d.id = r.delivery_id AND d.locked_by = $12
+    RETURNING d.id
 )
-UPDATE relay.deliveries AS d
-SET status = r.new_status,
-    attempts = greatest(d.attempts, r.attempt),
-    cycle_attempts = d.cycle_attempts + CASE WHEN coalesce(r.spend, true) THEN 1 ELSE 0 END,
-    next_attempt_at = coalesce(r.next_at, d.next_attempt_at),
-    locked_until = NULL, locked_by = NULL,
-    last_status_code = r.status_code, last_error = r.error, last_response = r.response,
-    last_duration_ms = r.duration_ms,
-    completed_at = CASE WHEN r.new_status IN ('succeeded', 'failed') THEN now() END
-FROM r
-WHERE d.id = r.delivery_id AND d.locked_by = $12`
+INSERT INTO relay.delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, error, response_body, retry_after)
+SELECT r.delivery_id, r.attempt, r.started_at, r.duration_ms, r.status_code, r.outcome, r.error, r.response, r.retry_after
+FROM r JOIN moved ON moved.id = r.delivery_id
+ON CONFLICT DO NOTHING`
 
 // healthSQL folds the batch's outcomes into each subscription's health and
 // returns what alerting needs. consecutive_failures counts deliveries that

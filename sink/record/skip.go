@@ -21,22 +21,26 @@ type Skipped struct {
 // request, so no duration or status code) and ends the delivery skipped:
 // finished, never retried, in the delivery log with its reason, and
 // relay.redeliver can queue it again. The subscription's health is not
-// touched: nothing was asked of the endpoint.
+// touched: nothing was asked of the endpoint. As in recordAttemptsSQL, the
+// attempt row is written only for the deliveries the update moved (those
+// this relay still held), which keeps (delivery_id, attempt) unique across
+// the partitions of relay.delivery_attempts.
 const skipSQL = `
 WITH s AS (
     SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[]) AS s(delivery_id, attempt, at, reason)
-), ins AS (
-    INSERT INTO relay.delivery_attempts (delivery_id, attempt, started_at, outcome, error)
-    SELECT s.delivery_id, s.attempt, s.at, 'skipped', s.reason
-    FROM s JOIN relay.deliveries AS d ON d.id = s.delivery_id AND d.locked_by = $5
-    ON CONFLICT (delivery_id, attempt) DO NOTHING
+), moved AS (
+    UPDATE relay.deliveries AS d
+    SET status = 'skipped', attempts = greatest(d.attempts, s.attempt), cycle_attempts = d.cycle_attempts + 1,
+        locked_until = NULL, locked_by = NULL, last_status_code = NULL, last_error = s.reason,
+        last_response = NULL, last_duration_ms = NULL, completed_at = now()
+    FROM s
+    WHERE d.id = s.delivery_id AND d.locked_by = $5
+    RETURNING d.id
 )
-UPDATE relay.deliveries AS d
-SET status = 'skipped', attempts = greatest(d.attempts, s.attempt), cycle_attempts = d.cycle_attempts + 1,
-    locked_until = NULL, locked_by = NULL, last_status_code = NULL, last_error = s.reason,
-    last_response = NULL, last_duration_ms = NULL, completed_at = now()
-FROM s
-WHERE d.id = s.delivery_id AND d.locked_by = $5`
+INSERT INTO relay.delivery_attempts (delivery_id, attempt, started_at, outcome, error)
+SELECT s.delivery_id, s.attempt, s.at, 'skipped', s.reason
+FROM s JOIN moved ON moved.id = s.delivery_id
+ON CONFLICT DO NOTHING`
 
 // Skip records skipped deliveries in one statement. Deliveries this relay
 // no longer holds are left alone.

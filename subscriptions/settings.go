@@ -33,6 +33,9 @@ type Settings struct {
 	DisableAfter time.Duration `db:"disable_after" json:"disable_after"`
 	// Retention is how long outbox rows and deliveries are kept.
 	Retention time.Duration `db:"retention" json:"retention"`
+	// PayloadRetention is how long the response bodies of succeeded
+	// deliveries are kept, nil for as long as the rest (Retention).
+	PayloadRetention *time.Duration `db:"payload_retention" json:"payload_retention"`
 	// AllowHTTP lets subscriptions use http:// URLs (development only).
 	AllowHTTP bool `db:"allow_http" json:"allow_http"`
 	// StrictEventTypes makes relay.outbox refuse event types that are not
@@ -61,14 +64,16 @@ type SettingsUpdate struct {
 	FailureAlertThreshold *int
 	DisableAfter          *time.Duration
 	Retention             *time.Duration
-	AllowHTTP             *bool
-	StrictEventTypes      *bool
+	// PayloadRetention 0 clears it (bodies kept for the whole retention).
+	PayloadRetention *time.Duration
+	AllowHTTP        *bool
+	StrictEventTypes *bool
 }
 
 var settingsColumns = `paused, paused_reason, paused_at, absence_days, ` +
 	hhmm("window_start") + ` AS window_start, ` +
 	hhmm("window_end") + ` AS window_end, window_time_zone, failure_alert_threshold,
-	disable_after, retention, allow_http, strict_event_types, updated_at`
+	disable_after, retention, payload_retention, allow_http, strict_event_types, updated_at`
 
 // GetSettings reads relay.settings.
 func (st *Store) GetSettings(ctx context.Context) (Settings, error) {
@@ -130,6 +135,9 @@ func (st *Store) UpdateSettings(ctx context.Context, u SettingsUpdate) (Settings
 			return Settings{}, err
 		}
 	}
+	if u.PayloadRetention != nil && *u.PayloadRetention != 0 && *u.PayloadRetention < time.Hour {
+		return Settings{}, invalid("payload_retention", "payload_retention must be at least 1 hour (0 keeps bodies for the whole retention)")
+	}
 	var args []any
 	var sets []string
 	set := func(col string, v any, cast string) {
@@ -179,6 +187,13 @@ func (st *Store) UpdateSettings(ctx context.Context, u SettingsUpdate) (Settings
 	}
 	if u.Retention != nil {
 		set("retention", *u.Retention, "::interval")
+	}
+	if u.PayloadRetention != nil {
+		if *u.PayloadRetention == 0 {
+			sets = append(sets, "payload_retention = NULL")
+		} else {
+			set("payload_retention", *u.PayloadRetention, "::interval")
+		}
 	}
 	if u.AllowHTTP != nil {
 		set("allow_http", *u.AllowHTTP, "")

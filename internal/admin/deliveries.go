@@ -218,9 +218,11 @@ type settingsJSON struct {
 	FailureAlertThreshold int         `json:"failure_alert_threshold"`
 	DisableAfterSeconds   float64     `json:"disable_after_seconds"`
 	RetentionSeconds      float64     `json:"retention_seconds"`
-	AllowHTTP             bool        `json:"allow_http"`
-	StrictEventTypes      bool        `json:"strict_event_types"`
-	UpdatedAt             time.Time   `json:"updated_at"`
+	// PayloadRetentionSeconds is null when bodies are kept as long as the rest.
+	PayloadRetentionSeconds *float64  `json:"payload_retention_seconds"`
+	AllowHTTP               bool      `json:"allow_http"`
+	StrictEventTypes        bool      `json:"strict_event_types"`
+	UpdatedAt               time.Time `json:"updated_at"`
 }
 
 func toSettingsJSON(st subscriptions.Settings) settingsJSON {
@@ -228,8 +230,14 @@ func toSettingsJSON(st subscriptions.Settings) settingsJSON {
 	if days == nil {
 		days = []string{}
 	}
+	var payload *float64
+	if st.PayloadRetention != nil {
+		v := st.PayloadRetention.Seconds()
+		payload = &v
+	}
 	return settingsJSON{
-		Paused: st.Paused, PausedReason: st.PausedReason, PausedAt: st.PausedAt, AbsenceDays: days,
+		PayloadRetentionSeconds: payload,
+		Paused:                  st.Paused, PausedReason: st.PausedReason, PausedAt: st.PausedAt, AbsenceDays: days,
 		Window: toWindowJSON(st.Window()), FailureAlertThreshold: st.FailureAlertThreshold,
 		DisableAfterSeconds: st.DisableAfter.Seconds(), RetentionSeconds: st.Retention.Seconds(),
 		AllowHTTP: st.AllowHTTP, StrictEventTypes: st.StrictEventTypes, UpdatedAt: st.UpdatedAt,
@@ -246,8 +254,10 @@ type settingsRequest struct {
 	FailureAlertThreshold *int            `json:"failure_alert_threshold"`
 	DisableAfterSeconds   *float64        `json:"disable_after_seconds"`
 	RetentionSeconds      *float64        `json:"retention_seconds"`
-	AllowHTTP             *bool           `json:"allow_http"`
-	StrictEventTypes      *bool           `json:"strict_event_types"`
+	// PayloadRetentionSeconds 0 keeps bodies for the whole retention.
+	PayloadRetentionSeconds *float64 `json:"payload_retention_seconds"`
+	AllowHTTP               *bool    `json:"allow_http"`
+	StrictEventTypes        *bool    `json:"strict_event_types"`
 }
 
 func (s *Server) getSettings(w http.ResponseWriter, r *http.Request) {
@@ -278,7 +288,8 @@ func (s *Server) putSettings(w http.ResponseWriter, r *http.Request) {
 	u := subscriptions.SettingsUpdate{
 		Paused: req.Paused, PausedReason: req.PausedReason, AbsenceDays: req.AbsenceDays,
 		FailureAlertThreshold: req.FailureAlertThreshold, DisableAfter: secondsPtr(req.DisableAfterSeconds),
-		Retention: secondsPtr(req.RetentionSeconds), AllowHTTP: req.AllowHTTP, StrictEventTypes: req.StrictEventTypes,
+		Retention: secondsPtr(req.RetentionSeconds), PayloadRetention: secondsPtr(req.PayloadRetentionSeconds),
+		AllowHTTP: req.AllowHTTP, StrictEventTypes: req.StrictEventTypes,
 	}
 	var ok bool
 	if u.Window, ok = decodeWindow(w, r, req.Window); !ok {

@@ -200,36 +200,40 @@ func TestSettingsAPI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	keys := []string{"paused", "paused_reason", "paused_at", "absence_days", "window", "failure_alert_threshold",
-		"disable_after_seconds", "retention_seconds", "allow_http", "strict_event_types", "updated_at"}
+		"disable_after_seconds", "retention_seconds", "payload_retention_seconds", "allow_http", "strict_event_types", "updated_at"}
 	r := e.do("GET", "/api/settings", operatorToken, nil).want(t, 200)
 	wantKeys(t, r.obj, keys...)
 	if r.obj["paused"] != false || r.obj["window"] != nil || num(t, r.obj["failure_alert_threshold"]) != 5 ||
-		num(t, r.obj["retention_seconds"]) != 7*86400 || num(t, r.obj["disable_after_seconds"]) != 5*86400 || len(arr(t, r.obj["absence_days"])) != 0 {
+		num(t, r.obj["retention_seconds"]) != 7*86400 || num(t, r.obj["disable_after_seconds"]) != 5*86400 || len(arr(t, r.obj["absence_days"])) != 0 ||
+		r.obj["payload_retention_seconds"] != nil {
 		t.Fatalf("defaults: %s", r.raw)
 	}
 	r = e.do("PUT", "/api/settings", operatorToken, map[string]any{
 		"paused": true, "paused_reason": "migration", "absence_days": []string{"sunday"},
 		"window":                  map[string]string{"start": "08:00", "end": "20:00", "time_zone": "Europe/Paris"},
-		"failure_alert_threshold": 3, "retention_seconds": 2 * 86400,
+		"failure_alert_threshold": 3, "retention_seconds": 2 * 86400, "payload_retention_seconds": 86400,
 	}).want(t, 200)
 	wantKeys(t, r.obj, keys...)
 	if r.obj["paused"] != true || r.obj["paused_reason"] != "migration" || r.obj["paused_at"] == nil ||
 		fmt.Sprint(r.obj["absence_days"]) != "[sunday]" || obj(t, r.obj["window"])["time_zone"] != "Europe/Paris" ||
-		num(t, r.obj["failure_alert_threshold"]) != 3 || num(t, r.obj["retention_seconds"]) != 2*86400 {
+		num(t, r.obj["failure_alert_threshold"]) != 3 || num(t, r.obj["retention_seconds"]) != 2*86400 ||
+		num(t, r.obj["payload_retention_seconds"]) != 86400 {
 		t.Fatalf("updated: %s", r.raw)
 	}
 	var paused bool
 	if err := e.db.Pool.QueryRow(context.Background(), `SELECT paused FROM relay.settings`).Scan(&paused); err != nil || !paused {
 		t.Fatalf("not paused in the database: %v", err)
 	}
-	r = e.do("PUT", "/api/settings", operatorToken, map[string]any{"paused": false, "window": nil}).want(t, 200)
-	if r.obj["paused"] != false || r.obj["paused_reason"] != nil || r.obj["window"] != nil || num(t, r.obj["failure_alert_threshold"]) != 3 {
+	r = e.do("PUT", "/api/settings", operatorToken, map[string]any{"paused": false, "window": nil, "payload_retention_seconds": 0}).want(t, 200)
+	if r.obj["paused"] != false || r.obj["paused_reason"] != nil || r.obj["window"] != nil || num(t, r.obj["failure_alert_threshold"]) != 3 ||
+		r.obj["payload_retention_seconds"] != nil {
 		t.Fatalf("resumed: %s", r.raw)
 	}
 	for body, field := range map[string]string{
 		`{"absence_days": ["funday"]}`:                                     "absence_days",
 		`{"failure_alert_threshold": 0}`:                                   "failure_alert_threshold",
 		`{"retention_seconds": 60}`:                                        "retention_seconds",
+		`{"payload_retention_seconds": 60}`:                                "payload_retention_seconds",
 		`{"disable_after_seconds": 0}`:                                     "disable_after_seconds",
 		`{"window": {"start": "08:00", "end": "09:00", "time_zone": "X"}}`: "window.time_zone",
 		`{"window": {"start": "08:00"}}`:                                   "window",

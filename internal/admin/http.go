@@ -412,6 +412,8 @@ func apiField(col string) string {
 		return "disable_after_seconds"
 	case "retention":
 		return "retention_seconds"
+	case "payload_retention":
+		return "payload_retention_seconds"
 	case "grace":
 		return "grace_seconds"
 	}

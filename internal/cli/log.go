@@ -188,8 +188,7 @@ func (c *CLI) cmdLog(ctx context.Context, args []string) error {
 	}
 	var qargs []any
 	where := f.where(&qargs)
-	rows, _ := pool.Query(ctx, `SELECT `+logColumns+` FROM relay.delivery_log WHERE `+where+
-		` ORDER BY attempt_id DESC LIMIT `+strconv.Itoa(*limit), qargs...)
+	rows, _ := pool.Query(ctx, latestLogSQL(where, *limit), qargs...)
 	entries, err := scanLogEntries(rows)
 	if err != nil {
 		return fmt.Errorf("reading the delivery log: %w", err)
@@ -218,6 +217,22 @@ func (c *CLI) cmdLog(ctx context.Context, args []string) error {
 	}
 	return fl.run(ctx, pool, &f, out)
 }
+
+// latestLogSQL selects the newest limit rows of relay.delivery_log that
+// match where. It orders by started_at, the partition key of
+// relay.delivery_attempts, so that PostgreSQL reads the daily partitions
+// newest first and stops at the first that completes the page, instead of
+// merging the id index of every partition.
+func latestLogSQL(where string, limit int) string {
+	return `SELECT ` + logColumns + ` FROM relay.delivery_log WHERE ` + where +
+		` ORDER BY started_at DESC, attempt_id DESC LIMIT ` + strconv.Itoa(limit)
+}
+
+// followWindow bounds the attempts the follower looks at to those started
+// in the last day: an attempt is recorded within its subscription's timeout
+// (at most a minute) after it starts, so nothing new is older, and the bound
+// keeps each poll to the newest partitions of relay.delivery_attempts.
+const followWindow = `started_at > now() - interval '1 day'`
 
 // logPrinter prints entries as fixed-width lines (so that lines printed
 // later line up) or as JSON lines.
@@ -335,7 +350,7 @@ func (f *follower) run(ctx context.Context, pool *pgxpool.Pool, filter *logFilte
 // poll prints the attempts that became visible since the last poll and
 // reports whether there may be more right away.
 func (f *follower) poll(ctx context.Context, pool *pgxpool.Pool, filter *logFilter, out *logPrinter) (bool, error) {
-	rows, _ := pool.Query(ctx, `SELECT id FROM relay.delivery_attempts WHERE id > $1 ORDER BY id LIMIT `+strconv.Itoa(followBatch), f.floor)
+	rows, _ := pool.Query(ctx, `SELECT id FROM relay.delivery_attempts WHERE id > $1 AND `+followWindow+` ORDER BY id LIMIT `+strconv.Itoa(followBatch), f.floor)
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		return false, err
@@ -352,7 +367,7 @@ func (f *follower) poll(ctx context.Context, pool *pgxpool.Pool, filter *logFilt
 	}
 	qargs := []any{fresh}
 	where := filter.where(&qargs)
-	rows, _ = pool.Query(ctx, `SELECT `+logColumns+` FROM relay.delivery_log WHERE attempt_id = ANY($1) AND `+where+
+	rows, _ = pool.Query(ctx, `SELECT `+logColumns+` FROM relay.delivery_log WHERE attempt_id = ANY($1) AND `+followWindow+` AND `+where+
 		` ORDER BY attempt_id`, qargs...)
 	entries, err := scanLogEntries(rows)
 	if err != nil {

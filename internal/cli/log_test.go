@@ -104,9 +104,11 @@ func TestLogCommand(t *testing.T) {
 	wait := fxDelivery(t, db, ops, "order.paid", "acme", "pending", 10*time.Minute)
 	fxAttempt(t, db, wait, 1, "retry", nil, "timeout after 10s", 10*time.Minute)
 
-	// All in the order they were recorded (attempt id); attempts as
-	// deliveryID*10 + attempt.
-	all := []int64{ok*10 + 1, ok*10 + 2, dead*10 + 1, wait*10 + 1}
+	// All in the order they started (relay records an attempt as soon as
+	// it ends, so that is also the order of attempt ids in practice; here
+	// the 72-hour-old one was written last); attempts as deliveryID*10 +
+	// attempt.
+	all := []int64{dead*10 + 1, ok*10 + 1, ok*10 + 2, wait*10 + 1}
 	acme := []int64{ok*10 + 1, ok*10 + 2, wait*10 + 1}
 	if got := logIDs(t, env); !sameIDs(got, all) {
 		t.Fatalf("log: %v, want %v", got, all)

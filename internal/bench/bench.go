@@ -25,8 +25,13 @@ import (
 	"github.com/pgoutbox/relay/internal/pgcluster"
 )
 
-// Scenarios, in the order they run.
+// Scenarios, in the order they run, are what a run without --only runs.
 var Scenarios = []string{"limits", "drain", "live", "latency", "fanout", "overhead"}
+
+// ExtraScenarios run only when named in --only, after Scenarios: the
+// history at size (10 million attempts by default, minutes of loading) and
+// the capture stage alone (logical decoding and capture shards).
+var ExtraScenarios = []string{"history", "capture"}
 
 // Config is what `relay bench` can be told. Zero values take the defaults
 // documented on each field.
@@ -49,6 +54,13 @@ type Config struct {
 	// FanoutEvents × FanoutSubscriptions deliveries in the fan-out scenario
 	// (defaults 1,000 × 100).
 	FanoutEvents, FanoutSubscriptions int
+	// HistoryAttempts, HistoryDays and HistoryDrainEvents size the history
+	// scenario: attempts loaded over that many days (defaults 10,000,000
+	// over 9 days), and the backlog of each drain run against it (default
+	// 20,000 events, to 3 subscriptions).
+	HistoryAttempts, HistoryDays, HistoryDrainEvents int
+	// CaptureEvents is the capture scenario's backlog (default 200,000).
+	CaptureEvents int
 	// Producers is how many connections insert in the live and overhead
 	// scenarios (default 4).
 	Producers int
@@ -92,6 +104,18 @@ func (c *Config) defaults() error {
 	if c.FanoutSubscriptions <= 0 {
 		c.FanoutSubscriptions = 100
 	}
+	if c.HistoryAttempts <= 0 {
+		c.HistoryAttempts = 10_000_000
+	}
+	if c.HistoryDays <= 2 {
+		c.HistoryDays = 9
+	}
+	if c.HistoryDrainEvents <= 0 {
+		c.HistoryDrainEvents = 20000
+	}
+	if c.CaptureEvents <= 0 {
+		c.CaptureEvents = 200_000
+	}
 	if c.Producers <= 0 {
 		c.Producers = 4
 	}
@@ -102,8 +126,8 @@ func (c *Config) defaults() error {
 		c.Only = Scenarios
 	}
 	for _, s := range c.Only {
-		if !slices.Contains(Scenarios, s) {
-			return fmt.Errorf("unknown scenario %q: want %s", s, strings.Join(Scenarios, ", "))
+		if !slices.Contains(Scenarios, s) && !slices.Contains(ExtraScenarios, s) {
+			return fmt.Errorf("unknown scenario %q: want %s", s, strings.Join(append(slices.Clone(Scenarios), ExtraScenarios...), ", "))
 		}
 	}
 	if c.Exe == "" {
@@ -144,6 +168,8 @@ type Report struct {
 	Latency  *LatencyResult  `json:"latency,omitempty"`
 	Fanout   *FanoutResult   `json:"fanout,omitempty"`
 	Overhead *OverheadResult `json:"overhead,omitempty"`
+	History  *HistoryResult  `json:"history,omitempty"`
+	Capture  *CaptureResult  `json:"capture,omitempty"`
 	// PeakRSSBytes is the largest VmHWM of the relay processes.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 	// Missing and Duplicates sum over all scenarios (both should be 0).
@@ -210,8 +236,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	steps := map[string]func(context.Context) error{
 		"limits": b.limits, "drain": b.drain, "live": b.live,
 		"latency": b.latency, "fanout": b.fanout, "overhead": b.overhead,
+		"history": b.history, "capture": b.capture,
 	}
-	for _, s := range Scenarios {
+	for _, s := range append(slices.Clone(Scenarios), ExtraScenarios...) {
 		if !slices.Contains(cfg.Only, s) {
 			continue
 		}

@@ -116,3 +116,51 @@ func TestBenchLatencyBreakdown(t *testing.T) {
 		t.Errorf("per-event counts %+v", b)
 	}
 }
+
+// TestBenchHistoryAndCaptureSmoke runs the history and capture scenarios
+// at a tiny size and checks what they report beyond timings: both layouts
+// ran, retention removed the oldest day in each (by dropping its partition
+// in the daily layout only), every drained delivery arrived once, and each
+// decoded workload was split whole between the two shards.
+func TestBenchHistoryAndCaptureSmoke(t *testing.T) {
+	srv := pgtest.Start(t)
+	t.Setenv(childEnv, "1")
+	var out, errb bytes.Buffer
+	c := &cli.CLI{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+	err := c.Run(context.Background(), []string{"bench", "--only", "history,capture", "--history-attempts", "3000",
+		"--history-days", "3", "--history-drain", "200", "--capture-events", "2000", "--json", "--database-url", srv.AdminURL})
+	if err != nil {
+		t.Fatalf("relay bench: %v\n%s", err, errb.String())
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("output is not the JSON report: %v\n%s", err, out.String())
+	}
+	h := rep.History
+	if h == nil || len(h.Layouts) != 2 || rep.Drain != nil || h.Deliveries == nil {
+		t.Fatalf("report %+v: want the history scenario with two layouts and the deliveries probe", rep)
+	}
+	for i, l := range h.Layouts {
+		if l.Retention.Events == 0 || l.RetentionDuringDrain.Events == 0 {
+			t.Errorf("%s: retention removed %d then %d events, want some each time", l.Layout, l.Retention.Events, l.RetentionDuringDrain.Events)
+		}
+		if dropped := len(l.Retention.Partitions) > 0; dropped != (i == 1) {
+			t.Errorf("%s: partitions dropped %v", l.Layout, l.Retention.Partitions)
+		}
+		if l.Log.Runs == 0 || l.Stats.Runs == 0 || l.DrainAlonePerSec <= 0 || l.DrainDuringRetentionPerSec <= 0 {
+			t.Errorf("%s: %+v", l.Layout, l)
+		}
+	}
+	if rep.Missing != 0 || rep.Duplicates != 0 {
+		t.Errorf("missing %d, duplicates %d", rep.Missing, rep.Duplicates)
+	}
+	cp := rep.Capture
+	if cp == nil {
+		t.Fatal("no capture report")
+	}
+	for _, r := range []bench.DecodeRun{cp.OneRow, cp.HundredRow} {
+		if r.Events == 0 || r.ShardEventCounts[0]+r.ShardEventCounts[1] != r.Events || r.ShardEventCounts[0] == 0 || r.ShardEventCounts[1] == 0 {
+			t.Errorf("capture run %+v", r)
+		}
+	}
+}

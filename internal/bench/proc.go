@@ -150,7 +150,11 @@ func relayArgs(dbURL, slot string, concurrency int, logLevel string) []string {
 var tracedScenarios = map[string]bool{"latency": true}
 
 func (b *runner) startRelay(dbURL, slot, tag string) (*relayProc, error) {
-	args := relayArgs(dbURL, slot, b.cfg.Concurrency, b.cfg.RelayLogLevel)
+	return b.startRelayArgs(relayArgs(dbURL, slot, b.cfg.Concurrency, b.cfg.RelayLogLevel), tag)
+}
+
+// startRelayArgs starts relay with args (relayArgs and more).
+func (b *runner) startRelayArgs(args []string, tag string) (*relayProc, error) {
 	var wrap []string
 	if b.cfg.ProfileDir != "" {
 		prof, err := filepath.Abs(filepath.Join(b.cfg.ProfileDir, "relay-"+tag+".cpu.pprof"))

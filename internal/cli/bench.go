@@ -23,7 +23,8 @@ func init() {
 func (c *CLI) bench(ctx context.Context, args []string) error {
 	fs := c.newFlagSet("bench", "bench [--only drain,latency] [--events 50000] [--json] [--database-url URL]")
 	var cfg bench.Config
-	only := fs.String("only", "", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ",")+" (default all)")
+	only := fs.String("only", "", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ",")+" (default all of these), or "+
+		strings.Join(bench.ExtraScenarios, ",")+" (only when named)")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "a postgres:// server where the role may CREATE DATABASE (each scenario gets a database, dropped after); empty starts a throwaway cluster")
 	fs.IntVar(&cfg.Events, "events", 50000, "drain: events committed while relay is stopped")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "live: how long the producers insert (write overhead runs 4 phases of 3/10 of it)")
@@ -32,6 +33,10 @@ func (c *CLI) bench(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.FanoutEvents, "fanout-events", 1000, "fan-out: events")
 	fs.IntVar(&cfg.FanoutSubscriptions, "fanout-subs", 100, "fan-out: subscriptions matching every event")
 	fs.IntVar(&cfg.Producers, "producers", 4, "live and write overhead: inserting connections")
+	fs.IntVar(&cfg.HistoryAttempts, "history-attempts", 10_000_000, "history: attempts loaded (one per delivery, 3 subscriptions)")
+	fs.IntVar(&cfg.HistoryDays, "history-days", 9, "history: days the attempts span (at least 3)")
+	fs.IntVar(&cfg.HistoryDrainEvents, "history-drain", 20000, "history: events of each drain run against the history")
+	fs.IntVar(&cfg.CaptureEvents, "capture-events", 200000, "capture: events decoded (100 per transaction; a quarter of them one per transaction)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "relay's --concurrency")
 	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "write a CPU profile of each relay process here (go tool pprof)")
 	fs.StringVar(&cfg.RelayLogLevel, "relay-log-level", "warn", "--log-level of the relay processes")
@@ -51,9 +56,12 @@ func (c *CLI) bench(ctx context.Context, args []string) error {
 		}
 	}
 	for _, s := range cfg.Only {
-		if !contains(bench.Scenarios, s) {
-			return usageError("--only: unknown scenario %q (want %s)", s, strings.Join(bench.Scenarios, ", "))
+		if !contains(bench.Scenarios, s) && !contains(bench.ExtraScenarios, s) {
+			return usageError("--only: unknown scenario %q (want %s, or %s)", s, strings.Join(bench.Scenarios, ", "), strings.Join(bench.ExtraScenarios, ", "))
 		}
+	}
+	if cfg.HistoryAttempts < 3000 || cfg.HistoryDays < 3 || cfg.HistoryDrainEvents <= 0 || cfg.CaptureEvents < 1000 {
+		return usageError("--history-attempts must be at least 3000, --history-days at least 3, --capture-events at least 1000")
 	}
 	if cfg.Events <= 0 || cfg.Rate <= 0 || cfg.FanoutEvents <= 0 || cfg.FanoutSubscriptions <= 0 || cfg.Producers <= 0 ||
 		cfg.Duration <= 0 || cfg.LatencyDuration <= 0 || cfg.Concurrency <= 0 || cfg.Concurrency > 4096 {

@@ -71,8 +71,9 @@ DECLARE
 BEGIN
     IF r IS NOT NULL AND (SELECT relkind FROM pg_class WHERE oid = r) = 'r' THEN
         -- Every CHECK still NOT VALID (the bound, and any an earlier
-        -- migration added so, like the outcome checks of 000003 and 000005): a partition
-        -- must satisfy the parent's constraints for real to be attached.
+        -- migration added so, like the outcome checks of 000003 and
+        -- 000005): a partition must satisfy the parent's constraints for
+        -- real to be attached.
         FOR c IN SELECT conname FROM pg_constraint WHERE conrelid = r AND contype = 'c' AND NOT convalidated LOOP
             EXECUTE format('ALTER TABLE relay.delivery_attempts VALIDATE CONSTRAINT %I', c);
         END LOOP;

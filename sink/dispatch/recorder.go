@@ -8,25 +8,52 @@ import (
 	"github.com/pgoutbox/relay/sink/record"
 )
 
-// recordLoop writes attempts in batches: whatever results are waiting are
-// recorded together.
+// recordLoop writes attempts in batches: whatever results are waiting,
+// and those that come within RecordLinger of the first, are recorded
+// together.
 func (d *Dispatcher) recordLoop(ctx context.Context) {
 	defer close(d.recordDone)
 	batch := make([]*result, 0, 1024)
-	for r := range d.results {
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	defer linger.Stop()
+	open := true
+	for open {
+		r, ok := <-d.results
+		if !ok {
+			return
+		}
 		batch = append(batch[:0], r)
-	drain:
+		if d.cfg.RecordLinger > 0 {
+			linger.Reset(d.cfg.RecordLinger)
+		}
+	gather:
 		for len(batch) < cap(batch) {
 			select {
 			case r, ok := <-d.results:
 				if !ok {
-					break drain
+					open = false
+					break gather
 				}
 				batch = append(batch, r)
+				continue
 			default:
-				break drain
+			}
+			if d.cfg.RecordLinger <= 0 {
+				break
+			}
+			select {
+			case r, ok := <-d.results:
+				if !ok {
+					open = false
+					break gather
+				}
+				batch = append(batch, r)
+			case <-linger.C:
+				break gather
 			}
 		}
+		linger.Stop()
 		d.recordWithRetry(ctx, batch)
 	}
 }

@@ -217,13 +217,19 @@ func (k Key) Sign(msgID string, timestamp time.Time, body []byte) string {
 //
 // SignSimple panics on the zero Key.
 func (k Key) SignSimple(body []byte) string {
+	var out [len(simplePrefix) + 2*sha256.Size]byte
+	return string(k.AppendSimple(out[:0], body))
+}
+
+// AppendSimple appends the simple signature of body (see SignSimple) to
+// dst and returns the extended slice, so a caller can build several header
+// values in one buffer.
+func (k Key) AppendSimple(dst []byte, body []byte) []byte {
 	st := k.get()
 	defer k.pool.Put(st)
 	sum := st.sumSimple(k.secret, body)
-	var out [len(simplePrefix) + 2*sha256.Size]byte
-	copy(out[:], simplePrefix)
-	hex.Encode(out[len(simplePrefix):], sum)
-	return string(out[:])
+	dst = append(dst, simplePrefix...)
+	return hex.AppendEncode(dst, sum)
 }
 
 // SignatureHeader returns the webhook-signature header value for a message
@@ -237,15 +243,20 @@ func SignatureHeader(keys []Key, msgID string, timestamp time.Time, body []byte)
 	if len(keys) == 0 {
 		return ""
 	}
+	return string(AppendSignatureHeader(make([]byte, 0, len(keys)*(3+44+1)), keys, msgID, timestamp, body))
+}
+
+// AppendSignatureHeader appends the webhook-signature header value (see
+// SignatureHeader) to dst and returns the extended slice.
+func AppendSignatureHeader(dst []byte, keys []Key, msgID string, timestamp time.Time, body []byte) []byte {
 	ts := timestamp.Unix()
-	out := make([]byte, 0, len(keys)*(3+44+1))
 	for i, k := range keys {
 		if i > 0 {
-			out = append(out, ' ')
+			dst = append(dst, ' ')
 		}
 		st := k.get()
-		out = appendV1(out, st, msgID, ts, body)
+		dst = appendV1(dst, st, msgID, ts, body)
 		k.pool.Put(st)
 	}
-	return string(out)
+	return dst
 }

@@ -111,7 +111,9 @@ func (c *CLI) benchReceiver(ctx context.Context, args []string) error {
 
 // benchRelay is `relay run` under a CPU profile, with the clock points of
 // every delivery written to a file at exit, or both: bench-relay
-// [--cpuprofile FILE] [--stage-trace FILE] -- run [flags].
+// [--cpuprofile FILE] [--stage-trace FILE] -- run [flags]. With a CPU
+// profile it also writes the run's allocation profile next to it (FILE
+// without .cpu.pprof, plus .allocs.pprof).
 func (c *CLI) benchRelay(ctx context.Context, args []string) error {
 	fs := c.newFlagSet("bench-relay", "bench-relay [--cpuprofile FILE] [--stage-trace FILE] -- run [flags]")
 	path := fs.String("cpuprofile", "", "write a CPU profile here")
@@ -148,6 +150,14 @@ func (c *CLI) benchRelay(ctx context.Context, args []string) error {
 	if stages != nil {
 		if werr := stages.WriteFile(*tracePath); werr != nil && err == nil {
 			err = werr
+		}
+	}
+	if *path != "" {
+		// Beside it, what was allocated over the whole run (sampled), for
+		// `go tool pprof -sample_index=alloc_space`.
+		if af, ferr := os.Create(strings.TrimSuffix(*path, ".cpu.pprof") + ".allocs.pprof"); ferr == nil {
+			_ = pprof.Lookup("allocs").WriteTo(af, 0)
+			af.Close()
 		}
 	}
 	return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/textproto"
 	"strconv"
 	"time"
 
@@ -34,18 +33,20 @@ type job struct {
 	attempts           int // attempts made before this one
 	cycleAttempts      int // attempts since last queued, before this one
 
-	url          string
-	secrets      []string // newest first
-	format       string
-	template     string
-	subHeaders   []byte
-	timeout      time.Duration
-	schedule     []time.Duration
-	window       *window.Window
-	ignoreGlobal bool
-	outside      window.Outside
-	targeted     bool
-	maxInFlight  int
+	url           string
+	keys          []signer.Key // newest first
+	keyErr        error
+	format        string
+	template      string
+	subHeaders    []headerField
+	subHeadersErr error
+	timeout       time.Duration
+	schedule      []time.Duration
+	window        *window.Window
+	ignoreGlobal  bool
+	outside       window.Outside
+	targeted      bool
+	maxInFlight   int
 	// rateLimited: the subscription has a rate_limit, so each request
 	// spends a token of its bucket (see flow.go).
 	rateLimited bool
@@ -62,6 +63,9 @@ type job struct {
 	// commit, for a delivery fan-out handed over before its commit was
 	// confirmed, is that commit's outcome; nil when committed already.
 	commit *Commit
+
+	// res is the job's one result, kept here rather than allocated.
+	res result
 }
 
 // result is the outcome of one attempt, waiting to be recorded.
@@ -77,7 +81,8 @@ type result struct {
 
 // attempt sends one delivery and decides what happens next.
 func (d *Dispatcher) attempt(ctx context.Context, j *job) *result {
-	r := &result{job: j, rec: record.Attempt{
+	r := &j.res
+	*r = result{job: j, rec: record.Attempt{
 		DeliveryID: j.deliveryID, SubscriptionID: j.subID, Attempt: j.attempts + 1, StartedAt: d.cfg.Now(),
 	}}
 	var res send.Result
@@ -193,45 +198,48 @@ func endAttemptSpan(span trace.Span, res send.Result) {
 // headers builds the request headers of DESIGN.md §4 (the sender adds
 // user-agent). Custom headers come first, so the webhook headers win.
 func (d *Dispatcher) headers(j *job, attempt int, now time.Time, body []byte) (map[string][]string, error) {
-	keys := make([]signer.Key, 0, len(j.secrets))
-	for _, s := range j.secrets {
-		k, err := d.key(s)
-		if err != nil {
-			return nil, fmt.Errorf("subscription %d secret: %w", j.subID, err)
-		}
-		keys = append(keys, k)
+	if j.keyErr != nil {
+		return nil, j.keyErr
 	}
-	h := make(map[string][]string, 12)
-	for _, extra := range [][]byte{j.subHeaders, j.eventHeaders} {
-		if len(extra) > 2 {
-			var m map[string]string
-			if err := json.Unmarshal(extra, &m); err != nil {
-				return nil, fmt.Errorf("custom headers are not an object of strings: %w", err)
-			}
-			for k, v := range m {
-				h[textproto.CanonicalMIMEHeaderKey(k)] = []string{v}
-			}
-		}
+	if j.subHeadersErr != nil {
+		return nil, j.subHeadersErr
 	}
-	h["Content-Type"] = []string{"application/json"}
-	h["Webhook-Id"] = []string{j.eventID}
-	h["Webhook-Timestamp"] = []string{strconv.FormatInt(now.Unix(), 10)}
-	h["Webhook-Signature"] = []string{signer.SignatureHeader(keys, j.eventID, now, body)}
-	h["X-Relay-Event"] = []string{j.eventType}
-	h["X-Relay-Delivery"] = []string{strconv.FormatInt(j.deliveryID, 10)}
-	h["X-Relay-Attempt"] = []string{strconv.Itoa(attempt)}
-	h["X-Relay-Signature"] = []string{keys[0].SignSimple(body)}
-	return h, nil
-}
-
-func (d *Dispatcher) key(secret string) (signer.Key, error) {
-	if k, ok := d.keys.Load(secret); ok {
-		return k.(signer.Key), nil
-	}
-	k, err := signer.ParseSecret(secret)
+	event, err := parseHeaders(j.eventHeaders)
 	if err != nil {
-		return k, err
+		return nil, err
 	}
-	d.keys.Store(secret, k)
-	return k, nil
+	// Two entries more for the sender's user-agent and idempotency mark.
+	h := make(map[string][]string, 10+len(j.subHeaders)+len(event))
+	for _, f := range j.subHeaders {
+		h[f.key] = f.value
+	}
+	for _, f := range event {
+		h[f.key] = f.value
+	}
+	// The values made here share one string, and their slices one array.
+	var buf [512]byte
+	b := strconv.AppendInt(buf[:0], now.Unix(), 10)
+	tsEnd := len(b)
+	b = strconv.AppendInt(b, j.deliveryID, 10)
+	idEnd := len(b)
+	b = strconv.AppendInt(b, int64(attempt), 10)
+	attemptEnd := len(b)
+	b = signer.AppendSignatureHeader(b, j.keys, j.eventID, now, body)
+	sigEnd := len(b)
+	b = j.keys[0].AppendSimple(b, body)
+	all := string(b)
+	v := make([]string, 8)
+	v[0] = "application/json"
+	v[1] = j.eventID
+	v[2] = all[:tsEnd]
+	v[3] = all[attemptEnd:sigEnd]
+	v[4] = j.eventType
+	v[5] = all[tsEnd:idEnd]
+	v[6] = all[idEnd:attemptEnd]
+	v[7] = all[sigEnd:]
+	for i, k := range [...]string{"Content-Type", "Webhook-Id", "Webhook-Timestamp", "Webhook-Signature",
+		"X-Relay-Event", "X-Relay-Delivery", "X-Relay-Attempt", "X-Relay-Signature"} {
+		h[k] = v[i : i+1 : i+1]
+	}
+	return h, nil
 }

@@ -117,6 +117,10 @@ type Dispatcher struct {
 	cfg      Config
 	log      zerolog.Logger
 	recorder *record.Recorder
+	// recordMu serialises record (the record loop, and Test), whose
+	// batches are built in recordBuf.
+	recordMu  sync.Mutex
+	recordBuf []record.Attempt
 
 	wake chan struct{}
 	// flowWake asks the flow loop for shares, tokens or a hold's end;
@@ -145,7 +149,6 @@ type Dispatcher struct {
 	handoffs    sync.WaitGroup
 	settings    Settings
 	settingsAt  time.Time
-	keys        sync.Map // secret string → signer.Key
 	info        subCache
 	stopClaims  context.CancelFunc
 	hardCancel  context.CancelFunc
@@ -307,7 +310,8 @@ func (d *Dispatcher) worker(ctx context.Context) {
 	for j := range d.jobs {
 		var r *result
 		if time.Now().After(j.sendBy) {
-			r = &result{job: j, requeue: true}
+			r = &j.res
+			*r = result{job: j, requeue: true}
 		} else {
 			r = d.attempt(ctx, j)
 		}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/pgoutbox/relay/sink/policy/classify"
-	"github.com/pgoutbox/relay/sink/record"
 )
 
 // recordLoop writes attempts in batches: whatever results are waiting,
@@ -84,7 +83,10 @@ func (d *Dispatcher) recordWithRetry(ctx context.Context, batch []*result) {
 // record writes a batch of results: their attempts, and the deliveries
 // held too long to start handed back.
 func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
-	attempts := make([]record.Attempt, 0, len(batch))
+	d.recordMu.Lock()
+	defer d.recordMu.Unlock()
+	attempts := d.recordBuf[:0]
+	defer func() { clear(attempts); d.recordBuf = attempts[:0] }()
 	var handBack []int64
 	dropped := 0
 	for _, r := range batch {

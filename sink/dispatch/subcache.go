@@ -2,12 +2,15 @@ package dispatch
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/textproto"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgoutbox/relay/signer"
 	"github.com/pgoutbox/relay/sink/policy/window"
 	"github.com/rs/zerolog"
 )
@@ -25,13 +28,20 @@ type subInfo struct {
 	updatedAt time.Time
 	readAt    time.Time
 
-	url          string
-	secret       string
-	previous     []string    // secrets in their grace period, newest first
-	expires      []time.Time // when each of previous stops signing
-	format       string
-	template     string
-	headers      []byte
+	url string
+	// keys are the current secret's then those in their grace period,
+	// newest first; expires[i] is when keys[i+1] stops signing. keyErr is
+	// set when a secret does not parse: its deliveries cannot be signed.
+	keys    []signer.Key
+	expires []time.Time
+	keyErr  error
+	format  string
+	// template is the chat formats' message template.
+	template string
+	// headers are the custom headers, canonical keys; headersErr is set
+	// when the column is not an object of strings.
+	headers      []headerField
+	headersErr   error
 	timeout      time.Duration
 	schedule     []time.Duration
 	window       *window.Window
@@ -94,12 +104,14 @@ func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time)
 	var read []*subInfo
 	for rows.Next() {
 		s := &subInfo{readAt: now}
+		var secret string
+		var previous []string
 		var headers string
 		var timeoutMS int
 		var schedule []float64
 		var ws, we *string
 		var zone, outside string
-		if err := rows.Scan(&s.id, &s.updatedAt, &s.url, &s.secret, &s.previous, &s.expires, &s.format, &s.template,
+		if err := rows.Scan(&s.id, &s.updatedAt, &s.url, &secret, &previous, &s.expires, &s.format, &s.template,
 			&headers, &timeoutMS, &schedule, &ws, &we, &zone, &s.ignoreGlobal, &s.maxInFlight, &outside, &s.rateLimited); err != nil {
 			return nil, fmt.Errorf("reading subscriptions: %w", err)
 		}
@@ -108,7 +120,11 @@ func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time)
 			// choice that loses nothing.
 			c.log.Warn().Err(err).Int64("subscription_id", s.id).Msg("deferring outside the window")
 		}
-		s.headers = []byte(headers)
+		c.mu.Lock()
+		old := c.subs[s.id]
+		c.mu.Unlock()
+		s.keys, s.keyErr = parseKeys(s.id, append([]string{secret}, previous...), old)
+		s.headers, s.headersErr = parseHeaders([]byte(headers))
 		s.timeout = time.Duration(timeoutMS) * time.Millisecond
 		s.schedule = make([]time.Duration, len(schedule))
 		for i, v := range schedule {
@@ -147,20 +163,70 @@ func (c *subCache) get(ctx context.Context, q querier, want map[int64]time.Time)
 	return out, nil
 }
 
-// fill gives j its subscription's settings as of now.
+// fill gives j its subscription's settings as of now. The slices are
+// shared by every job of the subscription and never written to.
 func (s *subInfo) fill(j *job, now time.Time) {
-	j.url, j.format, j.template, j.subHeaders = s.url, s.format, s.template, s.headers
+	j.url, j.format, j.template, j.subHeaders, j.subHeadersErr = s.url, s.format, s.template, s.headers, s.headersErr
 	j.timeout, j.window, j.ignoreGlobal, j.maxInFlight, j.rateLimited = s.timeout, s.window, s.ignoreGlobal, s.maxInFlight, s.rateLimited
 	j.outside = s.outside
-	j.secrets = make([]string, 0, 1+len(s.previous))
-	j.secrets = append(j.secrets, s.secret)
-	for i, p := range s.previous {
-		if i < len(s.expires) && s.expires[i].After(now) {
-			j.secrets = append(j.secrets, p)
-		}
+	// Previous secrets come newest first, so those still in their grace
+	// period are a prefix.
+	n := 1
+	for n-1 < len(s.expires) && n < len(s.keys) && s.expires[n-1].After(now) {
+		n++
 	}
+	j.keys, j.keyErr = s.keys[:min(n, len(s.keys))], s.keyErr
 	j.schedule = s.schedule
 	if j.eventType == "webhook.test" {
 		j.schedule = nil // a test answers once; it is not retried
 	}
+}
+
+// parseKeys parses a subscription's secrets, newest first, reusing the
+// keys of old (what the cache held before) for unchanged secrets: a key
+// keeps a pool of HMAC states that would otherwise be made again.
+func parseKeys(subID int64, secrets []string, old *subInfo) ([]signer.Key, error) {
+	keys := make([]signer.Key, 0, len(secrets))
+	for _, secret := range secrets {
+		k, ok := signer.Key{}, false
+		if old != nil {
+			for _, prev := range old.keys {
+				if prev.Secret() == secret {
+					k, ok = prev, true
+					break
+				}
+			}
+		}
+		if !ok {
+			var err error
+			if k, err = signer.ParseSecret(secret); err != nil {
+				return nil, fmt.Errorf("subscription %d secret: %w", subID, err)
+			}
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// headerField is one custom header; value is a one-element slice, ready
+// to be shared as a header's values.
+type headerField struct {
+	key   string
+	value []string
+}
+
+// parseHeaders reads a custom headers column (a JSON object of strings).
+func parseHeaders(raw []byte) ([]headerField, error) {
+	if len(raw) <= 2 { // "{}" or nothing
+		return nil, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("custom headers are not an object of strings: %w", err)
+	}
+	fields := make([]headerField, 0, len(m))
+	for k, v := range m {
+		fields = append(fields, headerField{key: textproto.CanonicalMIMEHeaderKey(k), value: []string{v}})
+	}
+	return fields, nil
 }

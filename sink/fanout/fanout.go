@@ -227,6 +227,8 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error 
 // how many it created.
 func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64, error) {
 	ids := make([]string, len(events))
+	uuids := make([][16]byte, len(events))
+	allParsed := true
 	cands := make([]string, len(events))
 	payloads := make([]string, len(events))
 	byType := map[string]string{}
@@ -243,6 +245,9 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 			byType[ev.Type] = c
 		}
 		ids[i], cands[i], payloads[i] = ev.EventID, c, string(ev.Payload)
+		if allParsed {
+			uuids[i], allParsed = parseUUID(ev.EventID)
+		}
 		if ev.Owner != nil {
 			if owners == nil {
 				owners = make([]*string, len(events))
@@ -262,6 +267,13 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 			skips[i] = ev.SkipSubscriptionID
 		}
 	}
+	// Event ids go as 16-byte values, which encode in binary; strings
+	// would make pgx try binary, build an error message quoting the whole
+	// array, then fall back to text, for every statement.
+	var idArg any = uuids
+	if !allParsed {
+		idArg = ids
+	}
 	var h *dispatch.Handoff
 	var fanoutStart time.Time
 	if d := f.cfg.Dispatcher; d != nil {
@@ -277,12 +289,12 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 			// One statement, so one round trip: it is its own transaction,
 			// and has committed (notification included) when it returns.
 			var notified int64
-			err := f.pool.QueryRow(ctx, fanoutSQL, ids, cands, owners, targets, skips, payloads).Scan(&created, &notified)
+			err := f.pool.QueryRow(ctx, fanoutSQL, idArg, cands, owners, targets, skips, payloads).Scan(&created, &notified)
 			pending = created
 			return err
 		}
 		var err error
-		created, pending, handed, accepted, err = f.insertClaiming(ctx, h, fanoutStart, events, ids, cands, payloads, owners, targets, skips)
+		created, pending, handed, accepted, err = f.insertClaiming(ctx, h, fanoutStart, events, idArg, cands, payloads, owners, targets, skips)
 		return err
 	}
 	// Logical decoding may hand over a transaction a moment before its rows
@@ -332,7 +344,7 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 // stream acknowledges the WAL only once this returns, after it. Still one
 // round trip and one statement.
 func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanoutStart time.Time, events []outbox.Event,
-	ids, cands, payloads []string, owners []*string, targets, skips []*int64) (created, pending int64, handed int, accepted bool, err error) {
+	ids any, cands, payloads []string, owners []*string, targets, skips []*int64) (created, pending int64, handed int, accepted bool, err error) {
 	// Not cancelled with ctx, for the same reason as the dispatcher's claim:
 	// rows claimed by a statement that commits after Stop would wait for
 	// their lease to end.
@@ -514,4 +526,41 @@ func eventTypeCandidates(t string) string {
 	b.WriteByte(' ')
 	b.WriteString(t)
 	return b.String()
+}
+
+// parseUUID reads a UUID in its canonical text form
+// (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, any case), as the stream decodes
+// outbox.event_id. It reports false for anything else.
+func parseUUID(s string) (u [16]byte, ok bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
+	}
+	j := 0
+	for i := 0; i < 36; {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i++
+			continue
+		}
+		hi, ok1 := unhex(s[i])
+		lo, ok2 := unhex(s[i+1])
+		if !ok1 || !ok2 {
+			return u, false
+		}
+		u[j] = hi<<4 | lo
+		i += 2
+		j++
+	}
+	return u, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }

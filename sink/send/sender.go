@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -99,8 +102,9 @@ type Config struct {
 // Sender POSTs webhook bodies. It is safe for concurrent use and should
 // be shared: it owns a pool of keep-alive connections.
 type Sender struct {
-	client     *http.Client
 	transport  *http.Transport
+	urls       sync.Map // raw URL → *url.URL, see parseURL
+	numURLs    atomic.Int64
 	userAgent  []string
 	maxRead    int64
 	defaultTTL time.Duration
@@ -166,12 +170,6 @@ func New(cfg Config) *Sender {
 		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
 	}
 	return &Sender{
-		client: &http.Client{
-			Transport: transport,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
 		transport:  transport,
 		userAgent:  []string{ua},
 		maxRead:    int64(maxRead),
@@ -256,13 +254,9 @@ const idempotencyKey = "Idempotency-Key"
 // a status or an error, never both: once a status was received, a failure
 // to read the body only shortens ResponseBody.
 func (s *Sender) Send(ctx context.Context, r Request) Result {
-	u, err := url.Parse(r.URL)
+	u, err := s.parseURL(r.URL)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return Result{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
+		return Result{Err: err}
 	}
 	switch u.Scheme {
 	case "https":
@@ -276,9 +270,6 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	if u.Host == "" || u.Hostname() == "" {
 		return Result{Err: fmt.Errorf("%w %s: no host", ErrInvalidURL, MaskURL(r.URL))}
 	}
-	if err := numericHost(u); err != nil {
-		return Result{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
-	}
 
 	timeout := r.Timeout
 	if timeout <= 0 {
@@ -287,10 +278,6 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(r.Body))
-	if err != nil {
-		return Result{Err: fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(r.URL), err)}
-	}
 	h := r.Header
 	if h == nil {
 		h = make(http.Header, 4)
@@ -313,18 +300,47 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 	if _, ok := h[idempotencyKey]; !ok {
 		h[idempotencyKey] = nil
 	}
-	req.Header = h
+	if u.User != nil && len(h["Authorization"]) == 0 {
+		// Credentials in the URL, as http.Client would send them.
+		pw, _ := u.User.Password()
+		h["Authorization"] = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw))}
+	}
+	body := r.Body
+	req := (&http.Request{
+		Method:     http.MethodPost,
+		URL:        u, // shared with other requests to this URL: net/http only reads it
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Host:       u.Host,
+		Body:       http.NoBody,
+		GetBody:    noBody,
+	}).WithContext(ctx)
+	if len(body) > 0 {
+		br := &bodyReader{}
+		br.Reset(body)
+		req.Body, req.GetBody, req.ContentLength = br, br.again, int64(len(body))
+	}
 
+	// The Transport itself, not an http.Client: redirects are never
+	// followed and there is no cookie jar, so the client would only copy
+	// the headers of every request in case of a redirect.
 	start := time.Now()
-	resp, err := s.client.Do(req)
+	resp, err := s.transport.RoundTrip(req)
 	if err != nil {
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) && string(rh.RecordHeader[:]) == "HTTP/" {
+			// As http.Client says it: a plain HTTP server on an https URL.
+			err = http.ErrSchemeMismatch
+		}
 		return Result{Duration: time.Since(start), Err: describeTransportError(ctx, err, timeout)}
 	}
-	body := s.readBody(resp.Body)
+	kept := s.readBody(resp.Body)
 	res := Result{
 		StatusCode:   resp.StatusCode,
 		Duration:     time.Since(start),
-		ResponseBody: body,
+		ResponseBody: kept,
 	}
 	if ra := resp.Header["Retry-After"]; len(ra) > 0 {
 		res.RetryAfter = truncateKeep(cleanText(ra[0]), maxRetryAfterHeader)
@@ -340,22 +356,86 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 
 var contentTypeJSON = []string{"application/json"}
 
+// bodyReader is a request body that can be sent again (GetBody), in one
+// allocation where bytes.NewReader and io.NopCloser make three.
+type bodyReader struct {
+	bytes.Reader
+	body []byte
+}
+
+func (b *bodyReader) Reset(body []byte) { b.body = body; b.Reader.Reset(body) }
+func (b *bodyReader) Close() error      { return nil }
+
+// again is GetBody: a fresh reader of the same bytes.
+func (b *bodyReader) again() (io.ReadCloser, error) {
+	r := &bodyReader{}
+	r.Reset(b.body)
+	return r, nil
+}
+
+func noBody() (io.ReadCloser, error) { return http.NoBody, nil }
+
+// maxParsedURLs bounds the cache of parsed URLs: about one per subscription
+// in use, dropped all at once when full.
+const maxParsedURLs = 4096
+
+// parseURL parses a webhook URL (numeric IPv4 shorthands rewritten, see
+// numericHost) once per URL: a parsed URL is cached and shared by every
+// request to it (net/http never modifies a request's URL). The error, fit
+// for the error column, masks the URL.
+func (s *Sender) parseURL(raw string) (*url.URL, error) {
+	if v, ok := s.urls.Load(raw); ok {
+		return v.(*url.URL), nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(raw), err)
+	}
+	if u.Hostname() != "" {
+		if err := numericHost(u); err != nil {
+			return nil, fmt.Errorf("%w %s: %v", ErrInvalidURL, MaskURL(raw), err)
+		}
+	}
+	if s.numURLs.Add(1) > maxParsedURLs {
+		s.urls.Clear()
+		s.numURLs.Store(1)
+	}
+	s.urls.Store(raw, u)
+	return u, nil
+}
+
+// readBufs holds the buffers answers are read into.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 // readBody keeps the first ResponseKeepChars characters of the body and
 // drains the rest up to maxRead bytes in all, then closes it. A body read
 // to its end returns its connection to the pool.
 func (s *Sender) readBody(rc io.ReadCloser) string {
 	defer rc.Close()
+	if rc == http.NoBody {
+		return ""
+	}
 	keepBytes := int64(ResponseKeepChars * utf8.UTFMax)
 	if keepBytes > s.maxRead {
 		keepBytes = s.maxRead
 	}
-	buf := make([]byte, 0, 512)
-	var err error
-	buf, err = appendRead(buf, io.LimitReader(rc, keepBytes))
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf, err := appendRead((*bp)[:0], io.LimitReader(rc, keepBytes))
+	if cap(buf) <= int(keepBytes) {
+		*bp = buf[:0]
+	}
 	if err == nil && int64(len(buf)) == keepBytes {
 		// Drain what is left within the limit (one byte over tells us the
 		// body is larger still; the connection is then dropped on close).
 		_, _ = io.Copy(io.Discard, io.LimitReader(rc, s.maxRead-keepBytes+1))
+	}
+	if len(buf) == 0 {
+		return ""
 	}
 	return truncateKeep(cleanText(string(buf)), ResponseKeepChars)
 }

@@ -108,8 +108,11 @@ type permanent interface{ Permanent() bool }
 // the body formats) mark their errors so, which lets this policy know them
 // without importing them.
 func IsPermanent(err error) bool {
+	if err == nil {
+		return false
+	}
 	var p permanent
-	return err != nil && errors.As(err, &p) && p.Permanent()
+	return errors.As(err, &p) && p.Permanent()
 }
 
 // DisablingAnswer reports whether an answer means the webhook itself is

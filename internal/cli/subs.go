@@ -335,6 +335,131 @@ func parseEvents(s string) ([]string, error) {
 	return ev, nil
 }
 
+// changes reads the settings flags given on the command line, parsed and
+// checked, into the fields of an UpdateParams: a field is set only when
+// its flag was. subs update writes them as they are; subs add turns them
+// into CreateParams (see create). zoneOnly reports --tz without --window:
+// the zone of the current window changes.
+func (ss *subSettings) changes(set map[string]bool) (p subscriptions.UpdateParams, n int, zoneOnly bool, err error) {
+	if set["name"] {
+		p.Name, n = ss.name, n+1
+	}
+	if set["url"] {
+		u := strings.TrimSpace(*ss.url)
+		p.URL, n = &u, n+1
+	}
+	if set["events"] {
+		ev, err := parseEvents(*ss.events)
+		if err != nil {
+			return p, 0, false, err
+		}
+		p.EventTypes, n = &ev, n+1
+	}
+	if set["format"] {
+		p.Format, n = ss.format, n+1
+	}
+	if set["template"] {
+		p.Template, n = ss.template, n+1
+	}
+	if len(ss.headers) > 0 {
+		h, err := parseHeaders(ss.headers)
+		if err != nil {
+			return p, 0, false, err
+		}
+		p.Headers, n = &h, n+1
+	}
+	if set["timeout"] {
+		ms, err := parseTimeout(*ss.timeout)
+		if err != nil {
+			return p, 0, false, err
+		}
+		p.TimeoutMS, n = &ms, n+1
+	}
+	if set["retry"] {
+		r, err := parseRetry(*ss.retry)
+		if err != nil {
+			return p, 0, false, err
+		}
+		p.RetrySchedule, n = &r, n+1
+	}
+	if set["max-in-flight"] {
+		p.MaxInFlight, n = ss.maxInFlight, n+1
+	}
+	if set["rate-limit"] {
+		r, err := parseRateLimit(*ss.rateLimit)
+		if err != nil {
+			return p, 0, false, err
+		}
+		p.RateLimit, n = &r, n+1
+	}
+	if set["rate-burst"] {
+		p.RateBurst, n = ss.rateBurst, n+1
+	}
+	if set["ordering"] {
+		p.Ordering, n = ss.ordering, n+1
+	}
+	if set["ignore-global-window"] {
+		p.IgnoreGlobalWindow, n = ss.ignoreGlobalWindow, n+1
+	}
+	if set["outside-window"] {
+		p.OutsideWindow, n = ss.outsideWindow, n+1
+	}
+	if set["filter"] {
+		// "none" removes the filter.
+		f := strings.TrimSpace(*ss.filter)
+		if f == "none" {
+			f = ""
+		}
+		p.Filter, n = &f, n+1
+	}
+	switch {
+	case set["window"]:
+		// "none" (or empty) removes the window.
+		w := &subscriptions.Window{TimeZone: *ss.tz}
+		if t := strings.TrimSpace(*ss.window); t != "none" && t != "" {
+			if w.Start, w.End, err = parseWindow(t); err != nil {
+				return p, 0, false, err
+			}
+		}
+		p.Window, n = w, n+1
+	case set["tz"]:
+		p.Window, n, zoneOnly = &subscriptions.Window{TimeZone: *ss.tz}, n+1, true
+	}
+	return p, n, zoneOnly, nil
+}
+
+// create is what subs add makes of changes: unset fields take the
+// defaults of CreateParams.
+func create(u subscriptions.UpdateParams) subscriptions.CreateParams {
+	var p subscriptions.CreateParams
+	p.Name, p.URL, p.EventTypes = deref(u.Name), deref(u.URL), deref(u.EventTypes)
+	p.Format, p.MaxInFlight, p.IgnoreGlobalWindow = deref(u.Format), deref(u.MaxInFlight), deref(u.IgnoreGlobalWindow)
+	p.Headers, p.TimeoutMS, p.Window = deref(u.Headers), deref(u.TimeoutMS), u.Window
+	p.OutsideWindow, p.Filter, p.Ordering = deref(u.OutsideWindow), deref(u.Filter), deref(u.Ordering)
+	// 0 means "remove" to update; to a new subscription, "the default".
+	if u.RateLimit != nil && *u.RateLimit != 0 {
+		p.RateLimit = u.RateLimit
+	}
+	if u.RateBurst != nil && *u.RateBurst != 0 {
+		p.RateBurst = u.RateBurst
+	}
+	if u.Template != nil && *u.Template != "" {
+		p.Template = u.Template
+	}
+	if u.RetrySchedule != nil {
+		p.RetrySchedule = *u.RetrySchedule
+	}
+	return p
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
 // checkURL runs the friendly URL check before anything is written: https
 // (http only when relay.settings.allow_http), no internal addresses unless
 // allowed.
@@ -372,61 +497,28 @@ func (c *CLI) subsAdd(ctx context.Context, a *subsAction, args []string) error {
 			return usageError("subs add needs --%s", req.flag)
 		}
 	}
-	p := subscriptions.CreateParams{
-		Name: *ss.name, URL: strings.TrimSpace(*ss.url), Format: *ss.format, Secret: *secret,
-		MaxInFlight: *ss.maxInFlight, IgnoreGlobalWindow: *ss.ignoreGlobalWindow,
-		OutsideWindow: *ss.outsideWindow, Filter: strings.TrimSpace(*ss.filter), Ordering: *ss.ordering,
+	set := flagsSet(sc.fs)
+	if set["tz"] && !set["window"] {
+		return usageError("--tz needs --window")
 	}
-	if *ss.rateLimit != "" {
-		r, err := parseRateLimit(*ss.rateLimit)
-		if err != nil {
+	if set["window"] {
+		// A new subscription has no window to remove.
+		if _, _, err := parseWindow(*ss.window); err != nil {
 			return err
 		}
-		if r != 0 {
-			p.RateLimit = &r
-		}
 	}
-	if *ss.rateBurst != 0 {
-		p.RateBurst = ss.rateBurst
+	changes, _, _, err := ss.changes(set)
+	if err != nil {
+		return err
 	}
+	p := create(changes)
+	p.Secret = *secret
 	if *owner != "" {
 		p.Owner = owner
 	}
 	if *disabled {
 		f := false
 		p.Enabled = &f
-	}
-	if *ss.template != "" {
-		p.Template = ss.template
-	}
-	var err error
-	if p.EventTypes, err = parseEvents(*ss.events); err != nil {
-		return err
-	}
-	if len(ss.headers) > 0 {
-		if p.Headers, err = parseHeaders(ss.headers); err != nil {
-			return err
-		}
-	}
-	set := flagsSet(sc.fs)
-	if set["timeout"] {
-		if p.TimeoutMS, err = parseTimeout(*ss.timeout); err != nil {
-			return err
-		}
-	}
-	if set["retry"] {
-		if p.RetrySchedule, err = parseRetry(*ss.retry); err != nil {
-			return err
-		}
-	}
-	if set["window"] {
-		start, end, err := parseWindow(*ss.window)
-		if err != nil {
-			return err
-		}
-		p.Window = &subscriptions.Window{Start: start, End: end, TimeZone: *ss.tz}
-	} else if set["tz"] {
-		return usageError("--tz needs --window")
 	}
 	_, allow, err := c.allowPrefixes(ss.allowCIDRs)
 	if err != nil {
@@ -593,98 +685,16 @@ func (c *CLI) subsUpdate(ctx context.Context, a *subsAction, args []string) erro
 	if err != nil {
 		return err
 	}
-	set := flagsSet(sc.fs)
-	var p subscriptions.UpdateParams
-	changes := 0
-	if set["name"] {
-		p.Name, changes = ss.name, changes+1
-	}
-	if set["url"] {
-		u := strings.TrimSpace(*ss.url)
-		p.URL, changes = &u, changes+1
-	}
-	if set["events"] {
-		ev, err := parseEvents(*ss.events)
-		if err != nil {
-			return err
-		}
-		p.EventTypes, changes = &ev, changes+1
-	}
-	if set["format"] {
-		p.Format, changes = ss.format, changes+1
-	}
-	if set["template"] {
-		p.Template, changes = ss.template, changes+1
-	}
-	switch {
-	case *clearHeaders && len(ss.headers) > 0:
+	if *clearHeaders && len(ss.headers) > 0 {
 		return usageError("--clear-headers and --header exclude each other")
-	case *clearHeaders:
+	}
+	p, changes, windowNeedsCurrent, err := ss.changes(flagsSet(sc.fs))
+	if err != nil {
+		return err
+	}
+	if *clearHeaders {
 		h := map[string]string{}
 		p.Headers, changes = &h, changes+1
-	case len(ss.headers) > 0:
-		h, err := parseHeaders(ss.headers)
-		if err != nil {
-			return err
-		}
-		p.Headers, changes = &h, changes+1
-	}
-	if set["timeout"] {
-		ms, err := parseTimeout(*ss.timeout)
-		if err != nil {
-			return err
-		}
-		p.TimeoutMS, changes = &ms, changes+1
-	}
-	if set["retry"] {
-		r, err := parseRetry(*ss.retry)
-		if err != nil {
-			return err
-		}
-		p.RetrySchedule, changes = &r, changes+1
-	}
-	if set["max-in-flight"] {
-		p.MaxInFlight, changes = ss.maxInFlight, changes+1
-	}
-	if set["rate-limit"] {
-		r, err := parseRateLimit(*ss.rateLimit)
-		if err != nil {
-			return err
-		}
-		p.RateLimit, changes = &r, changes+1
-	}
-	if set["rate-burst"] {
-		p.RateBurst, changes = ss.rateBurst, changes+1
-	}
-	if set["ordering"] {
-		p.Ordering, changes = ss.ordering, changes+1
-	}
-	if set["ignore-global-window"] {
-		p.IgnoreGlobalWindow, changes = ss.ignoreGlobalWindow, changes+1
-	}
-	if set["outside-window"] {
-		p.OutsideWindow, changes = ss.outsideWindow, changes+1
-	}
-	if set["filter"] {
-		f := strings.TrimSpace(*ss.filter)
-		if f == "none" {
-			f = ""
-		}
-		p.Filter, changes = &f, changes+1
-	}
-	windowNeedsCurrent := false
-	if set["window"] {
-		w := &subscriptions.Window{TimeZone: *ss.tz}
-		if t := strings.TrimSpace(*ss.window); t != "none" && t != "" {
-			if w.Start, w.End, err = parseWindow(t); err != nil {
-				return err
-			}
-		}
-		p.Window, changes = w, changes+1
-	} else if set["tz"] {
-		// Only the zone changes: the window's times are read below.
-		p.Window, changes = &subscriptions.Window{TimeZone: *ss.tz}, changes+1
-		windowNeedsCurrent = true
 	}
 	if changes == 0 {
 		sc.fs.Usage()

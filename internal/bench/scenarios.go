@@ -313,8 +313,33 @@ type LiveResult struct {
 	CPU         CPUSplit  `json:"cpu_split"`
 }
 
-func (b *runner) live(ctx context.Context) error {
-	db, err := b.newDB(ctx, "live")
+// steadyRun is a scenario where producers insert while a warmed-up relay
+// delivers to one subscription: what was produced, what the receiver saw,
+// and what relay spent meanwhile.
+type steadyRun struct {
+	db    *benchDB
+	rp    *relayProc
+	res   produceResult
+	ids   []string // the events produced, in order
+	rep   ReceiverReport
+	check Check
+	last  int64 // the latest receipt, Unix nanoseconds
+	cost  Cost
+	split CPUSplit
+	// pc0, pc1 and wal0, wal1 are relay's context switches and system
+	// calls, and the WAL position, before and after producing.
+	pc0, pc1   procCounters
+	wal0, wal1 int64
+}
+
+// runSteady sets up the scenario tag (its database, one subscription, a
+// warm relay), runs produce while measuring relay, waits until every
+// event produced was received (within receiveWait) and recorded, checks
+// the receipts, and hands the run to finish before tearing down. It
+// returns errIncomplete when events went missing.
+func (b *runner) runSteady(ctx context.Context, tag string, receiveWait time.Duration,
+	produce func(ctx context.Context, db *benchDB) (produceResult, error), finish func(r *steadyRun) error) error {
+	db, err := b.newDB(ctx, tag)
 	if err != nil {
 		return err
 	}
@@ -322,7 +347,7 @@ func (b *runner) live(ctx context.Context) error {
 	if err := db.subscribe(ctx, b.recv.base, 1); err != nil {
 		return err
 	}
-	rp, err := b.startWarm(ctx, db, "live", 1)
+	rp, err := b.startWarm(ctx, db, tag, 1)
 	if err != nil {
 		return err
 	}
@@ -332,59 +357,81 @@ func (b *runner) live(ctx context.Context) error {
 		return err
 	}
 	s0 := b.snapCPU(rp)
-	start := time.Now()
-	res, err := produceFlat(ctx, db.pool, "relay.outbox", b.cfg.Producers, b.cfg.Duration)
-	if err != nil {
+	r := &steadyRun{db: db, rp: rp, pc0: readProcCounters(rp.pid())}
+	if r.wal0, err = db.walLSN(ctx); err != nil {
 		return err
 	}
-	end := time.Now()
-	if _, err := b.recv.waitReceived(ctx, len(res.samples), 2*time.Minute); err != nil {
+	if r.res, err = produce(ctx, db); err != nil {
 		return err
 	}
-	if _, _, err := db.waitRecorded(ctx, len(res.samples)+20, time.Minute); err != nil {
+	if _, err := b.recv.waitReceived(ctx, len(r.res.samples), receiveWait); err != nil {
 		return err
 	}
-	split := b.cpuSince(s0, rp)
+	// The warm-up's 20 events are recorded too.
+	if _, _, err := db.waitRecorded(ctx, len(r.res.samples)+20, time.Minute); err != nil {
+		return err
+	}
+	r.split = b.cpuSince(s0, rp)
+	r.pc1 = readProcCounters(rp.pid())
+	if r.wal1, err = db.walLSN(ctx); err != nil {
+		return err
+	}
 	u1, err := rp.usage()
 	if err != nil {
 		return err
 	}
 	b.notePeak(u1)
-	rep, err := b.recv.report(ctx)
-	if err != nil {
+	if r.rep, err = b.recv.report(ctx); err != nil {
 		return err
 	}
-	ids := make([]string, len(res.samples))
-	for i, s := range res.samples {
-		ids[i] = s.id
+	r.ids = make([]string, len(r.res.samples))
+	for i, s := range r.res.samples {
+		r.ids[i] = s.id
 	}
-	c, last := check(ids, rep)
-	b.noteChecks(c.Missing, c.Duplicates)
-	inWindow := 0
-	for _, id := range ids {
-		if t, ok := rep.Times[id]; ok && t <= end.UnixNano() {
-			inWindow++
-		}
+	r.check, r.last = check(r.ids, r.rep)
+	b.noteChecks(r.check.Missing, r.check.Duplicates)
+	r.cost = newCost(u1.CPU-u0.CPU, len(r.ids), u1, false)
+	if err := finish(r); err != nil {
+		return err
 	}
-	window := end.Sub(start).Seconds()
-	r := &LiveResult{
-		Producers:       b.cfg.Producers,
-		Seconds:         window,
-		Produced:        len(ids),
-		ProducedPerSec:  float64(len(ids)) / window,
-		DeliveredPerSec: float64(inWindow) / window,
-		TailSeconds:     max(0, time.Unix(0, last).Sub(end).Seconds()),
-		Latency:         latencies(res.samples, rep),
-		Check:           c,
-		Cost:            newCost(u1.CPU-u0.CPU, len(ids), u1, false),
-		CPU:             split,
-	}
-	r.KeptUp = r.TailSeconds < 1
-	b.report.Live = r
-	if c.Missing > 0 {
+	if r.check.Missing > 0 {
 		return errIncomplete
 	}
 	return nil
+}
+
+func (b *runner) live(ctx context.Context) error {
+	var start, end time.Time
+	produce := func(ctx context.Context, db *benchDB) (produceResult, error) {
+		start = time.Now()
+		res, err := produceFlat(ctx, db.pool, "relay.outbox", b.cfg.Producers, b.cfg.Duration)
+		end = time.Now()
+		return res, err
+	}
+	return b.runSteady(ctx, "live", 2*time.Minute, produce, func(run *steadyRun) error {
+		inWindow := 0
+		for _, id := range run.ids {
+			if t, ok := run.rep.Times[id]; ok && t <= end.UnixNano() {
+				inWindow++
+			}
+		}
+		window := end.Sub(start).Seconds()
+		r := &LiveResult{
+			Producers:       b.cfg.Producers,
+			Seconds:         window,
+			Produced:        len(run.ids),
+			ProducedPerSec:  float64(len(run.ids)) / window,
+			DeliveredPerSec: float64(inWindow) / window,
+			TailSeconds:     max(0, time.Unix(0, run.last).Sub(end).Seconds()),
+			Latency:         latencies(run.res.samples, run.rep),
+			Check:           run.check,
+			Cost:            run.cost,
+			CPU:             run.split,
+		}
+		r.KeptUp = r.TailSeconds < 1
+		b.report.Live = r
+		return nil
+	})
 }
 
 // LatencyResult: a fixed rate below saturation.
@@ -409,108 +456,55 @@ type LatencyResult struct {
 }
 
 func (b *runner) latency(ctx context.Context) error {
-	db, err := b.newDB(ctx, "latency")
-	if err != nil {
-		return err
+	var late int
+	produce := func(ctx context.Context, db *benchDB) (produceResult, error) {
+		b.progress("%d events/s for %s", b.cfg.Rate, b.cfg.LatencyDuration)
+		res, l, err := producePaced(ctx, db.pool, b.cfg.Rate, b.cfg.LatencyDuration, 8)
+		late = l
+		return res, err
 	}
-	defer db.drop()
-	if err := db.subscribe(ctx, b.recv.base, 1); err != nil {
-		return err
-	}
-	rp, err := b.startWarm(ctx, db, "latency", 1)
-	if err != nil {
-		return err
-	}
-	defer rp.stop(30 * time.Second)
-	u0, err := rp.usage()
-	if err != nil {
-		return err
-	}
-	s0 := b.snapCPU(rp)
-	pc0 := readProcCounters(rp.pid())
-	wal0, err := db.walLSN(ctx)
-	if err != nil {
-		return err
-	}
-	b.progress("%d events/s for %s", b.cfg.Rate, b.cfg.LatencyDuration)
-	res, late, err := producePaced(ctx, db.pool, b.cfg.Rate, b.cfg.LatencyDuration, 8)
-	if err != nil {
-		return err
-	}
-	if _, err := b.recv.waitReceived(ctx, len(res.samples), time.Minute); err != nil {
-		return err
-	}
-	if _, _, err := db.waitRecorded(ctx, len(res.samples)+20, time.Minute); err != nil {
-		return err
-	}
-	split := b.cpuSince(s0, rp)
-	pc1 := readProcCounters(rp.pid())
-	wal1, err := db.walLSN(ctx)
-	if err != nil {
-		return err
-	}
-	u1, err := rp.usage()
-	if err != nil {
-		return err
-	}
-	b.notePeak(u1)
-	// relay writes its clock points when it stops.
-	if err := rp.stop(30 * time.Second); err != nil {
-		return err
-	}
-	var bd *Breakdown
-	if rp.stageTrace != "" {
-		stages, err := readStageLog(rp.stageTrace)
+	return b.runSteady(ctx, "latency", time.Minute, produce, func(run *steadyRun) error {
+		// relay writes its clock points when it stops.
+		if err := run.rp.stop(30 * time.Second); err != nil {
+			return err
+		}
+		var bd *Breakdown
+		if run.rp.stageTrace != "" {
+			stages, err := readStageLog(run.rp.stageTrace)
+			if err != nil {
+				return err
+			}
+			bd = breakdown(run.res.samples, stages, run.rep)
+			if n := float64(len(run.res.samples)); n > 0 {
+				bd.ContextSwitchesPerEvent = float64(run.pc1.switches-run.pc0.switches) / n
+				bd.SyscallsPerEvent = float64(run.pc1.syscalls-run.pc0.syscalls) / n
+				bd.WALBytesPerEvent = float64(run.wal1-run.wal0) / n
+			}
+		}
+		created, err := createdTimes(ctx, run.db)
 		if err != nil {
 			return err
 		}
-		rep, err := b.recv.report(ctx)
-		if err != nil {
-			return err
+		cs := make([]sample, 0, len(run.res.samples))
+		for _, s := range run.res.samples {
+			if t, ok := created[s.id]; ok {
+				cs = append(cs, sample{s.id, t})
+			}
 		}
-		bd = breakdown(res.samples, stages, rep)
-		if n := float64(len(res.samples)); n > 0 {
-			bd.ContextSwitchesPerEvent = float64(pc1.switches-pc0.switches) / n
-			bd.SyscallsPerEvent = float64(pc1.syscalls-pc0.syscalls) / n
-			bd.WALBytesPerEvent = float64(wal1-wal0) / n
+		b.report.Latency = &LatencyResult{
+			Rate:             b.cfg.Rate,
+			Seconds:          b.cfg.LatencyDuration.Seconds(),
+			Events:           len(run.ids),
+			Late:             late,
+			CommitToReceipt:  latencies(run.res.samples, run.rep),
+			CreatedToReceipt: latencies(cs, run.rep),
+			Breakdown:        bd,
+			Check:            run.check,
+			Cost:             run.cost,
+			CPU:              run.split,
 		}
-	}
-	rep, err := b.recv.report(ctx)
-	if err != nil {
-		return err
-	}
-	ids := make([]string, len(res.samples))
-	for i, s := range res.samples {
-		ids[i] = s.id
-	}
-	c, _ := check(ids, rep)
-	b.noteChecks(c.Missing, c.Duplicates)
-	created, err := createdTimes(ctx, db)
-	if err != nil {
-		return err
-	}
-	cs := make([]sample, 0, len(res.samples))
-	for _, s := range res.samples {
-		if t, ok := created[s.id]; ok {
-			cs = append(cs, sample{s.id, t})
-		}
-	}
-	b.report.Latency = &LatencyResult{
-		Rate:             b.cfg.Rate,
-		Seconds:          b.cfg.LatencyDuration.Seconds(),
-		Events:           len(ids),
-		Late:             late,
-		CommitToReceipt:  latencies(res.samples, rep),
-		CreatedToReceipt: latencies(cs, rep),
-		Breakdown:        bd,
-		Check:            c,
-		Cost:             newCost(u1.CPU-u0.CPU, len(ids), u1, false),
-		CPU:              split,
-	}
-	if c.Missing > 0 {
-		return errIncomplete
-	}
-	return nil
+		return nil
+	})
 }
 
 func createdTimes(ctx context.Context, db *benchDB) (map[string]int64, error) {

@@ -444,3 +444,29 @@ func TestSenderResendsAtOnceAfterStaleConnection(t *testing.T) {
 		t.Errorf("the receiver saw %d requests; the stale connections should have carried some", requests.Load())
 	}
 }
+
+// Credentials in the URL go as basic auth, as http.Client sends them, and
+// never in the request line; a header set by the subscription wins.
+func TestSenderURLCredentials(t *testing.T) {
+	t.Parallel()
+	auth := make(chan string, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth <- r.Header.Get("Authorization") + " " + r.RequestURI
+	}))
+	t.Cleanup(srv.Close)
+	s := testSender(t, Config{}, false)
+	u := strings.Replace(srv.URL, "http://", "http://hook:s3cret@", 1) + "/x"
+	if res := s.Send(context.Background(), Request{URL: u, AllowHTTP: true}); res.Err != nil || res.StatusCode != 200 {
+		t.Fatalf("Send = %+v", res)
+	}
+	if got := <-auth; got != "Basic aG9vazpzM2NyZXQ= /x" {
+		t.Errorf("receiver saw %q", got)
+	}
+	h := http.Header{"Authorization": {"Bearer tok"}}
+	if res := s.Send(context.Background(), Request{URL: u, Header: h, AllowHTTP: true}); res.Err != nil {
+		t.Fatalf("Send = %+v", res)
+	}
+	if got := <-auth; got != "Bearer tok /x" {
+		t.Errorf("receiver saw %q", got)
+	}
+}

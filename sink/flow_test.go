@@ -482,4 +482,3 @@ func TestThrottlingCapFailsAfter24Hours(t *testing.T) {
 		t.Fatalf("throttling raised %d failing alerts", n)
 	}
 }
-

@@ -231,3 +231,37 @@ func (db *benchDB) walLSN(ctx context.Context) (int64, error) {
 	err := db.pool.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - '0/0')::bigint`).Scan(&n)
 	return n, err
 }
+
+// transactions is how many transactions the server has counted in this
+// database (committed and rolled back; a statement outside a transaction
+// block is one). PostgreSQL counts a session's transactions only from
+// time to time and when it ends, so for an exact figure settle first.
+func (db *benchDB) transactions(ctx context.Context) (int64, error) {
+	var n int64
+	err := db.pool.QueryRow(ctx, `SELECT pg_stat_clear_snapshot(), xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(nil, &n)
+	return n, err
+}
+
+// settledTransactions closes the benchmark's own sessions and waits until
+// no other session is left in the database (relay must have stopped), so
+// that every transaction they made is counted, then reads the count.
+func (db *benchDB) settledTransactions(ctx context.Context) (int64, error) {
+	db.pool.Reset()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var others int
+		err := db.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type IN ('client backend', 'walsender')`).Scan(&others)
+		if err != nil {
+			return 0, err
+		}
+		if others == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%d sessions still in %s after 30s", others, db.name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return db.transactions(ctx)
+}

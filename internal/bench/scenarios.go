@@ -330,6 +330,9 @@ type steadyRun struct {
 	// calls, and the WAL position, before and after producing.
 	pc0, pc1   procCounters
 	wal0, wal1 int64
+	// tx0 is the database's transaction count before producing (see
+	// benchDB.transactions).
+	tx0 int64
 }
 
 // runSteady sets up the scenario tag (its database, one subscription, a
@@ -359,6 +362,9 @@ func (b *runner) runSteady(ctx context.Context, tag string, receiveWait time.Dur
 	s0 := b.snapCPU(rp)
 	r := &steadyRun{db: db, rp: rp, pc0: readProcCounters(rp.pid())}
 	if r.wal0, err = db.walLSN(ctx); err != nil {
+		return err
+	}
+	if r.tx0, err = db.transactions(ctx); err != nil {
 		return err
 	}
 	if r.res, err = produce(ctx, db); err != nil {
@@ -468,6 +474,10 @@ func (b *runner) latency(ctx context.Context) error {
 		if err := run.rp.stop(30 * time.Second); err != nil {
 			return err
 		}
+		tx1, err := run.db.settledTransactions(ctx)
+		if err != nil {
+			return err
+		}
 		var bd *Breakdown
 		if run.rp.stageTrace != "" {
 			stages, err := readStageLog(run.rp.stageTrace)
@@ -479,6 +489,8 @@ func (b *runner) latency(ctx context.Context) error {
 				bd.ContextSwitchesPerEvent = float64(run.pc1.switches-run.pc0.switches) / n
 				bd.SyscallsPerEvent = float64(run.pc1.syscalls-run.pc0.syscalls) / n
 				bd.WALBytesPerEvent = float64(run.wal1-run.wal0) / n
+				// The producers' inserts are one transaction each.
+				bd.TransactionsPerEvent = float64(tx1-run.tx0-int64(len(run.res.samples))) / n
 			}
 		}
 		created, err := createdTimes(ctx, run.db)

@@ -377,6 +377,13 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanout
 		// The statement failed: its transaction is rolled back at the
 		// Sync. Read up to it so the connection can be used again.
 		_ = p.Close()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code != "23503" {
+			// Prepared here by name, so pgx's statement cache does not
+			// renew it: a plan a schema change made stale ("cached plan
+			// must not change result type") would fail every retry.
+			_ = c.Deallocate(ctx, fanoutClaimSQL)
+		}
 		return 0, 0, 0, false, err
 	}
 	var commit *dispatch.Commit

@@ -388,7 +388,7 @@ func TestRunDropsThePartitionLeftByAnInterruptedDetach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `SET statement_timeout = '300ms'`); err != nil {
+	if _, err := conn.Exec(ctx, `SET statement_timeout = '2s'`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := conn.Exec(ctx, `ALTER TABLE relay.delivery_attempts DETACH PARTITION relay.delivery_attempts_`+oldest+` CONCURRENTLY`); err == nil {

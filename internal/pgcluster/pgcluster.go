@@ -169,6 +169,7 @@ func (c *Cluster) initdb(ctx context.Context) error {
 	if err := c.handOver(c.cfg.DataDir); err != nil {
 		return err
 	}
+	closeInheritedOnExec()
 	cmd := exec.CommandContext(ctx, filepath.Join(c.cfg.BinDir, "initdb"),
 		"-D", c.cfg.DataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
@@ -237,6 +238,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening server log: %w", err)
 	}
+	closeInheritedOnExec()
 	cmd := exec.Command(filepath.Join(c.cfg.BinDir, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = os.TempDir()
@@ -338,6 +340,24 @@ func (c *Cluster) Stop() error {
 	}
 	c.reap()
 	return nil
+}
+
+// closeInheritedOnExec marks every descriptor this process inherited
+// (3 and up; those Go opens are close-on-exec already) close-on-exec, so
+// the server does not inherit them. flock(1) passes its lock as such a
+// descriptor: a server left running by a test binary that was killed
+// would otherwise hold the lock of everyone's benchmarks until it is
+// found and stopped. This process keeps them open.
+func closeInheritedOnExec() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // Kill ends the server with SIGKILL, the postmaster and every one of its

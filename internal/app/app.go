@@ -17,12 +17,16 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgoutbox/relay/internal/admin"
+	"github.com/pgoutbox/relay/internal/buildinfo"
 	"github.com/pgoutbox/relay/internal/dbwait"
 	"github.com/pgoutbox/relay/internal/metrics"
 	"github.com/pgoutbox/relay/internal/partitions"
 	"github.com/pgoutbox/relay/internal/retention"
+	"github.com/pgoutbox/relay/internal/telemetry"
 	"github.com/pgoutbox/relay/migrations"
 	"github.com/pgoutbox/relay/outbox"
 	"github.com/pgoutbox/relay/sink/dispatch"
@@ -82,6 +86,13 @@ type Config struct {
 	// (relay bench's latency breakdown: bench-relay --stage-trace); nil,
 	// the default, takes none.
 	Tracer dispatch.Tracer
+	// OTLPEndpoint, when set, exports OpenTelemetry spans of capture,
+	// fan-out and each attempt to this OTLP/HTTP traces URL
+	// (telemetry.EndpointFromEnv gives the one the environment names).
+	// Empty, the default, records no span and costs nothing.
+	OTLPEndpoint string
+	// SpanExporter, when set, receives the spans instead (tests).
+	SpanExporter sdktrace.SpanExporter
 }
 
 // WaitForever, as Config.WaitForDatabase, waits for the database until the
@@ -92,6 +103,11 @@ const WaitForever = dbwait.Forever
 func (c *Config) Validate() error {
 	if strings.TrimSpace(c.DatabaseURL) == "" {
 		return errors.New("database URL: empty (set --database-url or RELAY_DATABASE_URL)")
+	}
+	if c.OTLPEndpoint != "" {
+		if err := telemetry.CheckEndpoint(c.OTLPEndpoint); err != nil {
+			return fmt.Errorf("%w (from %s or %s)", err, telemetry.EnvEndpoint, telemetry.EnvOTLPEndpoint)
+		}
 	}
 	if c.Slot == "" {
 		c.Slot = "relay"
@@ -174,6 +190,7 @@ type App struct {
 	partitions   *partitions.Job
 	retention    *retention.Job
 	admin        *admin.Server
+	tracing      *telemetry.Tracing
 }
 
 // New builds the parts; nothing runs until Start.
@@ -245,6 +262,20 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	a.tracing, err = telemetry.Start(ctx, telemetry.Config{
+		Endpoint: a.cfg.OTLPEndpoint, Exporter: a.cfg.SpanExporter, Sync: a.cfg.SpanExporter != nil,
+		ServiceVersion: buildinfo.Read().Version,
+	})
+	if err != nil {
+		return err
+	}
+	var spans trace.Tracer // nil: no span is even started
+	if a.tracing.Enabled() {
+		spans = a.tracing.Tracer()
+		if a.cfg.OTLPEndpoint != "" {
+			a.log.Info().Str("component", "app").Str("endpoint", a.cfg.OTLPEndpoint).Msg("exporting OpenTelemetry spans")
+		}
+	}
 	a.dispatcher, err = dispatch.New(dispatch.Config{
 		Pool:        a.deliveryPool,
 		Sender:      timeoutCounter{send.New(send.Config{Guard: guard, UserAgent: a.cfg.UserAgent}), a.metrics},
@@ -252,6 +283,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Concurrency: a.cfg.Concurrency,
 		Observer:    observer{a.metrics},
 		Tracer:      a.cfg.Tracer,
+		Spans:       spans,
 	})
 	if err != nil {
 		return err
@@ -262,7 +294,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 
 	// Fan-out hands fresh deliveries straight to this relay's dispatcher
 	// when it has room; what it leaves pending wakes the claim loop.
-	fan := fanout.New(a.deliveryPool, fanout.Config{Logger: a.log, Dispatcher: a.dispatcher, OnDeliveries: func(int) { a.dispatcher.Wake() }})
+	fan := fanout.New(a.deliveryPool, fanout.Config{
+		Logger: a.log, Dispatcher: a.dispatcher, OnDeliveries: func(int) { a.dispatcher.Wake() }, Spans: spans,
+	})
 	a.stream, err = outbox.New(outbox.Config{
 		DatabaseURL: a.cfg.DatabaseURL,
 		Slot:        a.cfg.Slot,
@@ -396,6 +430,12 @@ func (a *App) Stop(ctx context.Context) {
 	}
 	if a.partitions != nil {
 		a.partitions.Stop()
+	}
+	if a.tracing != nil {
+		// The last spans, those of the deliveries just finished.
+		if err := a.tracing.Shutdown(context.Background()); err != nil {
+			a.log.Warn().Err(err).Msg("exporting the last OpenTelemetry spans")
+		}
 	}
 	if a.admin != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -2,19 +2,24 @@ package app_test
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pgoutbox/relay/internal/app"
 	"github.com/pgoutbox/relay/internal/pgtest"
+	"github.com/pgoutbox/relay/internal/telemetry"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -200,5 +205,91 @@ func TestTimeoutsAndBuildInfoInMetrics(t *testing.T) {
 	resp.Body.Close()
 	if health["status"] != "ok" || health["state"] != "running" || health["version"] == nil || health["go_version"] == nil || health["commit"] == nil {
 		t.Fatalf("/healthz: %v", health)
+	}
+}
+
+// TestOTLPExport: with an OTLP endpoint configured, a running relay exports
+// the spans of an event's capture, fan-out and attempt, in the trace of the
+// traceparent the event carried, to a collector over OTLP/HTTP.
+func TestOTLPExport(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, `UPDATE relay.settings SET allow_http = true`)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	defer recv.Close()
+	db.Exec(t, `INSERT INTO relay.subscriptions (name, url, event_types) VALUES ('traced', $1, '{*}')`, recv.URL)
+
+	var mu sync.Mutex
+	spans := map[string]string{} // name → trace id
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		// An ExportTraceServiceRequest has the wire form of TracesData
+		// (field 1: the resource spans), which spares this test gRPC.
+		var req tracepb.TracesData
+		if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					spans[s.Name] = hex.EncodeToString(s.TraceId)
+				}
+			}
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer collector.Close()
+
+	a, err := app.New(app.Config{
+		DatabaseURL: db.URL, Slot: db.Name, AdminAddr: "off", AllowCIDRs: []string{"127.0.0.0/8"}, Migrate: true,
+		OTLPEndpoint: telemetry.EndpointFromEnv(func(k string) string {
+			if k == telemetry.EnvEndpoint {
+				return collector.URL
+			}
+			return ""
+		}),
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	db.Exec(t, `SELECT relay.emit('order.paid', '{}', NULL, NULL, jsonb_build_object('traceparent', '00-`+traceID+`-00f067aa0ba902b7-01'))`)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n int
+		if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.deliveries WHERE status = 'succeeded'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the traced event was not delivered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.Stop(context.Background()) // exports what the batch still holds
+	mu.Lock()
+	defer mu.Unlock()
+	for _, name := range []string{"relay.capture", "relay.fanout", "relay.attempt"} {
+		if spans[name] != traceID {
+			t.Errorf("span %s: trace %q, want %s (collector got %v)", name, spans[name], traceID, spans)
+		}
+	}
+}
+
+// TestBadOTLPEndpointRefused: a wrong endpoint is a configuration error
+// naming it, not spans sent nowhere.
+func TestBadOTLPEndpointRefused(t *testing.T) {
+	_, err := app.New(app.Config{DatabaseURL: "postgres://x", OTLPEndpoint: "collector:4318"})
+	if err == nil || !strings.Contains(err.Error(), `OTLP endpoint "collector:4318"`) {
+		t.Fatalf("error %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/pgoutbox/relay/internal/dbwait"
 	"github.com/pgoutbox/relay/internal/embedded"
 	"github.com/pgoutbox/relay/internal/pgcluster"
+	"github.com/pgoutbox/relay/internal/telemetry"
 )
 
 func init() {
@@ -202,6 +203,7 @@ func (c *CLI) run(ctx context.Context, args []string) error {
 		Concurrency: f.concurrency, Retention: f.retention, Migrate: f.migrate,
 		ShutdownTimeout: f.shutdownTimeout, Console: console.Files(),
 		UserAgent: userAgent(), Logger: log, WaitForDatabase: time.Duration(f.waitForDatabase), Tracer: c.tracer,
+		OTLPEndpoint: telemetry.EndpointFromEnv(c.getenv),
 	}
 	// Validate before starting an embedded server, so bad flags cost nothing.
 	probe := cfg

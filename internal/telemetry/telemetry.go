@@ -92,6 +92,17 @@ func withTracesPath(base string) string {
 	return u.String()
 }
 
+// CheckEndpoint tells whether ep is an OTLP/HTTP URL relay can export to;
+// the error names it. The exporter itself would silently fall back to
+// localhost on a bad one.
+func CheckEndpoint(ep string) error {
+	u, err := url.Parse(ep)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("OTLP endpoint %q: want an http:// or https:// URL such as http://otel-collector:4318", ep)
+	}
+	return nil
+}
+
 // Tracing is relay's tracer provider: the SDK's when tracing is on,
 // OpenTelemetry's no-op otherwise. A nil *Tracing is off too.
 type Tracing struct {
@@ -109,10 +120,10 @@ func Start(ctx context.Context, cfg Config) (*Tracing, error) {
 	}
 	exp := cfg.Exporter
 	if exp == nil {
-		u, err := url.Parse(cfg.Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("OTLP endpoint %q: want an http:// or https:// URL such as http://otel-collector:4318", cfg.Endpoint)
+		if err := CheckEndpoint(cfg.Endpoint); err != nil {
+			return nil, err
 		}
+		var err error
 		exp, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(cfg.Endpoint))
 		if err != nil {
 			return nil, fmt.Errorf("OTLP exporter: %w", err)

@@ -248,6 +248,11 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 		if allParsed {
 			uuids[i], allParsed = parseUUID(ev.EventID)
 		}
+		if len(ev.Payload) == 0 {
+			// The column is NOT NULL, so the WAL always carries one; an
+			// empty one must not make the jsonb cast fail the batch.
+			payloads[i] = "{}"
+		}
 		if ev.Owner != nil {
 			if owners == nil {
 				owners = make([]*string, len(events))

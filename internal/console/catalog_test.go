@@ -2,9 +2,11 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -104,6 +106,37 @@ func testCatalogAndFilter(t *testing.T, b context.Context) {
 	}
 	if cleared != nil || outside != "defer" {
 		t.Fatalf("after edit: filter %v outside_window %q", cleared, outside)
+	}
+}
+
+// testSkippedDelivery: a delivery skipped outside its window shows in the
+// log with its reason, the status filter finds it, and it can be
+// redelivered.
+func testSkippedDelivery(t *testing.T, b context.Context) {
+	e := newEnv(t, envOptions{})
+	w := e.createWebhook("Office hours", "https://hooks.example.com/office", []string{"*"}, nil)
+	const reason = "skipped: outside the subscription's delivery window 09:00-18:00 Europe/Paris (outside_window = skip)"
+	skipped := e.delivery(w, "order.paid", "skipped", time.Minute, attempt{ago: time.Minute, outcome: "skipped", err: reason})
+	e.delivery(w, "order.paid", "succeeded", 2*time.Minute, attempt{ago: 2 * time.Minute, ms: 20, code: 200, outcome: "succeeded"})
+	tb := newTab(t, b, e, desktop)
+	tb.signIn(opToken)
+	tb.open("#/deliveries")
+	tb.do("the log", chromedp.WaitVisible(chromedp.ID("deliveries-table")))
+	tb.selectValue("#f-status", "skipped")
+	tb.waitJS("only the skipped row", `(() => { const r = document.querySelectorAll('tr.delivery-row'); return r.length === 1 && r[0].dataset.status === 'skipped'; })()`)
+	row := fmt.Sprintf(`tr.delivery-row[data-id="%d"]`, skipped)
+	if got := tb.text(row + " .error-text"); got != reason {
+		t.Errorf("reason shown = %q", got)
+	}
+	if got := tb.text(row + " .status-skipped"); got != "Skipped" {
+		t.Errorf("status badge = %q", got)
+	}
+	tb.screenshot("skipped")
+	tb.do("redelivering", chromedp.Click(chromedp.CSS(row+` button[data-action="redeliver"]`)))
+	tb.waitToast("success")
+	var status string
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT status FROM relay.deliveries WHERE id = $1`, skipped).Scan(&status); err != nil || status != "pending" {
+		t.Fatalf("after redeliver: %q %v", status, err)
 	}
 }
 

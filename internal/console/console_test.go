@@ -72,6 +72,7 @@ func TestConsole(t *testing.T) {
 	run("CatalogAndFilter", testCatalogAndFilter)
 	run("FlowControl", testFlowControl)
 	run("OwnerFromMe", testOwnerFromMe)
+	run("SkippedDelivery", testSkippedDelivery)
 	run("French", testFrench)
 }
 

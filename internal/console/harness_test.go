@@ -314,7 +314,7 @@ func (e *env) delivery(sub webhook, eventType, status string, ago time.Duration,
 		INSERT INTO relay.deliveries (event_id, subscription_id, status, attempts, last_status_code, last_error,
 			last_response, last_duration_ms, created_at, completed_at, next_attempt_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() - $9::interval,
-			CASE WHEN $3 IN ('succeeded', 'failed') THEN now() - $9::interval + interval '1 second' END,
+			CASE WHEN $3 IN ('succeeded', 'failed', 'skipped') THEN now() - $9::interval + interval '1 second' END,
 			CASE WHEN $3 = 'pending' THEN now() + interval '1 hour' ELSE now() END)
 		RETURNING id`,
 		eventID, sub.ID, status, len(attempts), code, lastErr, lastResp, ms, ago).Scan(&id)

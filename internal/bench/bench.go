@@ -61,6 +61,11 @@ type Config struct {
 	HistoryAttempts, HistoryDays, HistoryDrainEvents int
 	// CaptureEvents is the capture scenario's backlog (default 200,000).
 	CaptureEvents int
+	// FanoutFilter, when set, is a payload filter (jsonpath) every
+	// fan-out subscription gets; every benchmark event must pass it, so the
+	// deliveries are the same as without and the difference is the cost of
+	// filtering.
+	FanoutFilter string
 	// Producers is how many connections insert in the live and overhead
 	// scenarios (default 4).
 	Producers int

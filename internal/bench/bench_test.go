@@ -166,3 +166,36 @@ func TestBenchHistoryAndCaptureSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchFanoutFilterSmoke runs the fan-out scenario at a tiny size with
+// a payload filter on every subscription: every delivery still arrives
+// once (the filter passes every benchmark event), and a filter the events
+// do not pass is refused before anything runs.
+func TestBenchFanoutFilterSmoke(t *testing.T) {
+	srv := pgtest.Start(t)
+	t.Setenv(childEnv, "1")
+	run := func(filter string) (bench.Report, string, error) {
+		var out, errb bytes.Buffer
+		c := &cli.CLI{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+		err := c.Run(context.Background(), []string{"bench", "--only", "fanout", "--fanout-events", "40", "--fanout-subs", "5",
+			"--fanout-filter", filter, "--json", "--database-url", srv.AdminURL})
+		var rep bench.Report
+		if err == nil {
+			if jerr := json.Unmarshal(out.Bytes(), &rep); jerr != nil {
+				t.Fatalf("output is not the JSON report: %v\n%s", jerr, out.String())
+			}
+		}
+		return rep, errb.String(), err
+	}
+	rep, stderr, err := run(`$.tags[*] ? (@ == "relay")`)
+	if err != nil {
+		t.Fatalf("relay bench: %v\n%s", err, stderr)
+	}
+	f := rep.Fanout
+	if f == nil || f.Filter != `$.tags[*] ? (@ == "relay")` || f.Deliveries != 200 || f.Check.Missing != 0 || f.Check.Duplicates != 0 {
+		t.Fatalf("fan-out result %+v", f)
+	}
+	if _, _, err := run(`$.seq ? (@ < 0)`); err == nil || !strings.Contains(err.Error(), "do not pass it") {
+		t.Fatalf("a filter no event passes: %v", err)
+	}
+}

@@ -124,13 +124,33 @@ func (db *benchDB) drop() {
 // subscribe adds n subscriptions matching every event. With n == 1 the URL
 // is base/hook; otherwise base/s/<i>, so the receiver tells them apart.
 func (db *benchDB) subscribe(ctx context.Context, base string, n int) error {
+	return db.subscribeFiltered(ctx, base, n, "")
+}
+
+// subscribeFiltered is subscribe with a payload filter on every
+// subscription ("" for none). The filter must pass every benchmark event:
+// it is checked on one first, so a run cannot wait for deliveries fan-out
+// rightly never makes.
+func (db *benchDB) subscribeFiltered(ctx context.Context, base string, n int, filter string) error {
+	if filter != "" {
+		var passes bool
+		err := db.pool.QueryRow(ctx, `SELECT relay.payload_matches($1::jsonb, $2::jsonpath, relay.jsonpath_is_predicate($2::jsonpath))`,
+			payload(0), filter).Scan(&passes)
+		if err != nil {
+			return fmt.Errorf("fan-out filter %q: %w", filter, err)
+		}
+		if !passes {
+			return fmt.Errorf("fan-out filter %q: the benchmark's events do not pass it (they look like %s)", filter, payload(0))
+		}
+	}
 	if n == 1 {
-		_, err := db.pool.Exec(ctx, `INSERT INTO relay.subscriptions (name, url, event_types) VALUES ('bench', $1, '{*}')`, base+"/hook")
+		_, err := db.pool.Exec(ctx, `INSERT INTO relay.subscriptions (name, url, event_types, filter) VALUES ('bench', $1, '{*}', nullif($2, '')::jsonpath)`,
+			base+"/hook", filter)
 		return err
 	}
 	_, err := db.pool.Exec(ctx, `
-		INSERT INTO relay.subscriptions (name, url, event_types)
-		SELECT 'bench-' || i, $1 || '/s/' || i, '{*}' FROM generate_series(1, $2) AS i`, base, n)
+		INSERT INTO relay.subscriptions (name, url, event_types, filter)
+		SELECT 'bench-' || i, $1 || '/s/' || i, '{*}', nullif($3, '')::jsonpath FROM generate_series(1, $2) AS i`, base, n, filter)
 	return err
 }
 

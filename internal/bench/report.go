@@ -118,8 +118,12 @@ func (r *Report) Rows() [][]string {
 		text, v := lim(func(l *LimitsResult) (string, float64) {
 			return fmt.Sprintf("receiver, %d conns: %s req/s", l.ReceiverFull.Connections, num(l.ReceiverFull.RequestsPerSec)), l.ReceiverFull.RequestsPerSec
 		})
+		filtered := ""
+		if f.Filter != "" {
+			filtered = ", each filtering " + f.Filter
+		}
 		rows = append(rows, []string{
-			fmt.Sprintf("4. fan-out %s events × %d subscriptions: deliveries/s", num(float64(f.Events)), f.Subscriptions),
+			fmt.Sprintf("4. fan-out %s events × %d subscriptions%s: deliveries/s", num(float64(f.Events)), f.Subscriptions, filtered),
 			num(f.DeliveriesPerSec) + fmt.Sprintf(" (last receipt %.2fs, recorded %.2fs)", f.ReceivedSeconds, f.RecordedSeconds),
 			fmt.Sprintf("≥ %s", num(TargetFanoutPerSec)), text, ratio(f.DeliveriesPerSec, v), verdict(f.DeliveriesPerSec >= TargetFanoutPerSec),
 		})

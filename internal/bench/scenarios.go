@@ -541,7 +541,9 @@ func createdTimes(ctx context.Context, db *benchDB) (map[string]int64, error) {
 type FanoutResult struct {
 	Events        int `json:"events"`
 	Subscriptions int `json:"subscriptions"`
-	Deliveries    int `json:"deliveries"`
+	// Filter is the payload filter every subscription had, "" for none.
+	Filter     string `json:"filter,omitempty"`
+	Deliveries int    `json:"deliveries"`
 	// From the commit of the events to the last receipt, and to every
 	// delivery recorded succeeded with its attempt row.
 	ReceivedSeconds  float64  `json:"received_seconds"`
@@ -559,7 +561,7 @@ func (b *runner) fanout(ctx context.Context) error {
 	}
 	defer db.drop()
 	subs := b.cfg.FanoutSubscriptions
-	if err := db.subscribe(ctx, b.recv.base, max(subs, 2)); err != nil {
+	if err := db.subscribeFiltered(ctx, b.recv.base, max(subs, 2), b.cfg.FanoutFilter); err != nil {
 		return err
 	}
 	if subs < 2 {
@@ -608,7 +610,7 @@ func (b *runner) fanout(ctx context.Context) error {
 	c, last := check(keys, rep)
 	b.noteChecks(c.Missing, c.Duplicates)
 	r := &FanoutResult{
-		Events: len(ids), Subscriptions: subs, Deliveries: want,
+		Events: len(ids), Subscriptions: subs, Deliveries: want, Filter: b.cfg.FanoutFilter,
 		ReceivedSeconds: time.Unix(0, last).Sub(committed).Seconds(),
 		RecordedSeconds: recordedAt.Sub(committed).Seconds(),
 		Check:           c,

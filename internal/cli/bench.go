@@ -32,6 +32,7 @@ func (c *CLI) bench(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Rate, "rate", 1000, "latency: events per second")
 	fs.IntVar(&cfg.FanoutEvents, "fanout-events", 1000, "fan-out: events")
 	fs.IntVar(&cfg.FanoutSubscriptions, "fanout-subs", 100, "fan-out: subscriptions matching every event")
+	fs.StringVar(&cfg.FanoutFilter, "fanout-filter", "", `fan-out: a payload filter (jsonpath) every subscription gets; the events must pass it, e.g. '$.tags[*] ? (@ == "relay")'`)
 	fs.IntVar(&cfg.Producers, "producers", 4, "live and write overhead: inserting connections")
 	fs.IntVar(&cfg.HistoryAttempts, "history-attempts", 10_000_000, "history: attempts loaded (one per delivery, 3 subscriptions)")
 	fs.IntVar(&cfg.HistoryDays, "history-days", 9, "history: days the attempts span (at least 3)")

@@ -369,3 +369,91 @@ func BenchmarkRenderBodySlack(b *testing.B) {
 		}
 	}
 }
+
+// Whatever the event, chat bodies stay within what Slack and Discord
+// accept (Slack: text fallback, at most 50 blocks, section text ≤ 3,000;
+// Discord: content ≤ 2,000, at most 10 embeds, description ≤ 4,096, field
+// values ≤ 1,024, title ≤ 256, 6,000 in all embeds), cut with a marker.
+func TestRenderBodyChatLimitsOnHugeEvents(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 20000)
+	owner, key := strings.Repeat("o", 5000), strings.Repeat("k", 5000)
+	fields := map[string]string{}
+	for i := 0; i < 300; i++ {
+		fields[fmt.Sprintf("f%03d", i)] = strings.Repeat("v", 200)
+	}
+	fields["title"] = long
+	payload, _ := json.Marshal(fields)
+	ev := testEvent()
+	ev.Owner, ev.Key, ev.Payload = &owner, &key, payload
+	for _, template := range []string{"", "{{title}} {{title}} {{data.f001}}"} {
+		slack, err := RenderBody(Slack, ev, template)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sm struct {
+			Text   string `json:"text"`
+			Blocks []struct {
+				Text     *struct{ Text string } `json:"text"`
+				Elements []struct{ Text string } `json:"elements"`
+			} `json:"blocks"`
+		}
+		if err := json.Unmarshal(slack, &sm); err != nil {
+			t.Fatal(err)
+		}
+		if sm.Text == "" || utf8.RuneCountInString(sm.Text) > slackTextLimit || !strings.HasSuffix(sm.Text, "…") {
+			t.Errorf("slack text fallback: %d characters, cut with a marker: %v", utf8.RuneCountInString(sm.Text), strings.HasSuffix(sm.Text, "…"))
+		}
+		if len(sm.Blocks) == 0 || len(sm.Blocks) > 50 {
+			t.Errorf("slack blocks = %d", len(sm.Blocks))
+		}
+		for _, b := range sm.Blocks {
+			if b.Text != nil && utf8.RuneCountInString(b.Text.Text) > 3000 {
+				t.Errorf("slack section text of %d characters", utf8.RuneCountInString(b.Text.Text))
+			}
+			for _, e := range b.Elements {
+				if utf8.RuneCountInString(e.Text) > 3000 {
+					t.Errorf("slack context text of %d characters", utf8.RuneCountInString(e.Text))
+				}
+			}
+		}
+		discord, err := RenderBody(Discord, ev, template)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dm struct {
+			Content string `json:"content"`
+			Embeds  []struct {
+				Title       string `json:"title"`
+				Description string `json:"description"`
+				Fields      []struct{ Name, Value string }
+			} `json:"embeds"`
+		}
+		if err := json.Unmarshal(discord, &dm); err != nil {
+			t.Fatal(err)
+		}
+		if utf8.RuneCountInString(dm.Content) > 2000 || !strings.HasSuffix(dm.Content, "…") {
+			t.Errorf("discord content: %d characters", utf8.RuneCountInString(dm.Content))
+		}
+		if len(dm.Embeds) > 10 {
+			t.Errorf("discord embeds = %d", len(dm.Embeds))
+		}
+		total := 0
+		for _, e := range dm.Embeds {
+			total += utf8.RuneCountInString(e.Title) + utf8.RuneCountInString(e.Description)
+			if utf8.RuneCountInString(e.Title) > 256 || utf8.RuneCountInString(e.Description) > 4096 || len(e.Fields) > 25 {
+				t.Errorf("discord embed over its limits: title %d, description %d, fields %d",
+					utf8.RuneCountInString(e.Title), utf8.RuneCountInString(e.Description), len(e.Fields))
+			}
+			for _, f := range e.Fields {
+				total += utf8.RuneCountInString(f.Name) + utf8.RuneCountInString(f.Value)
+				if utf8.RuneCountInString(f.Value) > 1024 || utf8.RuneCountInString(f.Name) > 256 {
+					t.Errorf("discord field %q of %d characters", f.Name, utf8.RuneCountInString(f.Value))
+				}
+			}
+		}
+		if total > 6000 {
+			t.Errorf("discord embeds hold %d characters in all, over 6000", total)
+		}
+	}
+}

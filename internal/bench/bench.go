@@ -26,7 +26,7 @@ import (
 )
 
 // Scenarios, in the order they run, are what a run without --only runs.
-var Scenarios = []string{"limits", "drain", "live", "latency", "fanout", "overhead"}
+var Scenarios = []string{"limits", "drain", "live", "latency", "fanout", "overhead", "slow", "ordering"}
 
 // ExtraScenarios run only when named in --only, after Scenarios: the
 // history at size (10 million attempts by default, minutes of loading) and
@@ -66,6 +66,12 @@ type Config struct {
 	// deliveries are the same as without and the difference is the cost of
 	// filtering.
 	FanoutFilter string
+	// SlowEvents is how many events go to the 100 slow subscriptions of
+	// the slow scenario (default 200: 20,000 deliveries).
+	SlowEvents int
+	// OrderingEvents and OrderingKeys size the ordering scenario's keyed
+	// backlog (defaults 20,000 events, 1,000 keys).
+	OrderingEvents, OrderingKeys int
 	// Producers is how many connections insert in the live and overhead
 	// scenarios (default 4).
 	Producers int
@@ -124,6 +130,15 @@ func (c *Config) defaults() error {
 	if c.Producers <= 0 {
 		c.Producers = 4
 	}
+	if c.SlowEvents <= 0 {
+		c.SlowEvents = 200
+	}
+	if c.OrderingEvents <= 0 {
+		c.OrderingEvents = 20000
+	}
+	if c.OrderingKeys <= 0 {
+		c.OrderingKeys = 1000
+	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 64
 	}
@@ -175,6 +190,8 @@ type Report struct {
 	Overhead *OverheadResult `json:"overhead,omitempty"`
 	History  *HistoryResult  `json:"history,omitempty"`
 	Capture  *CaptureResult  `json:"capture,omitempty"`
+	Slow     *SlowResult     `json:"slow,omitempty"`
+	Ordering *OrderingResult `json:"ordering,omitempty"`
 	// PeakRSSBytes is the largest VmHWM of the relay processes.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 	// Missing and Duplicates sum over all scenarios (both should be 0).
@@ -242,6 +259,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		"limits": b.limits, "drain": b.drain, "live": b.live,
 		"latency": b.latency, "fanout": b.fanout, "overhead": b.overhead,
 		"history": b.history, "capture": b.capture,
+		"slow": b.slow, "ordering": b.ordering,
 	}
 	for _, s := range append(slices.Clone(Scenarios), ExtraScenarios...) {
 		if !slices.Contains(cfg.Only, s) {

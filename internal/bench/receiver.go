@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -65,6 +66,9 @@ func (rv *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.URL.Path != "/hook" {
 		key += "|" + r.URL.Path
+	}
+	if strings.HasPrefix(r.URL.Path, "/slow/") {
+		time.Sleep(slowPathDelay) // a receiver that does real work per request
 	}
 	rv.mu.Lock()
 	rv.total++

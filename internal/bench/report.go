@@ -181,6 +181,7 @@ func (r *Report) Rows() [][]string {
 			"", "", "", "",
 		})
 	}
+	rows = append(rows, r.flowRows()...)
 	rows = append(rows, []string{"checks: missing / duplicate deliveries (all scenarios)", fmt.Sprintf("%d / %d", r.Missing, r.Duplicates), "0 / 0", "", "", verdict(r.Missing == 0 && r.Duplicates == 0)})
 	if h := r.History; h != nil {
 		rows = append(rows, h.rows()...)

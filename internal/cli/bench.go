@@ -33,6 +33,9 @@ func (c *CLI) bench(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.FanoutEvents, "fanout-events", 1000, "fan-out: events")
 	fs.IntVar(&cfg.FanoutSubscriptions, "fanout-subs", 100, "fan-out: subscriptions matching every event")
 	fs.StringVar(&cfg.FanoutFilter, "fanout-filter", "", `fan-out: a payload filter (jsonpath) every subscription gets; the events must pass it, e.g. '$.tags[*] ? (@ == "relay")'`)
+	fs.IntVar(&cfg.SlowEvents, "slow-events", 200, "slow: events to 100 subscriptions whose receivers take 100 ms")
+	fs.IntVar(&cfg.OrderingEvents, "ordering-events", 20000, "ordering: keyed backlog drained with ordering = none, then key")
+	fs.IntVar(&cfg.OrderingKeys, "ordering-keys", 1000, "ordering: distinct keys in that backlog")
 	fs.IntVar(&cfg.Producers, "producers", 4, "live and write overhead: inserting connections")
 	fs.IntVar(&cfg.HistoryAttempts, "history-attempts", 10_000_000, "history: attempts loaded (one per delivery, 3 subscriptions)")
 	fs.IntVar(&cfg.HistoryDays, "history-days", 9, "history: days the attempts span (at least 3)")
@@ -65,6 +68,7 @@ func (c *CLI) bench(ctx context.Context, args []string) error {
 		return usageError("--history-attempts must be at least 3000, --history-days at least 3, --capture-events at least 1000")
 	}
 	if cfg.Events <= 0 || cfg.Rate <= 0 || cfg.FanoutEvents <= 0 || cfg.FanoutSubscriptions <= 0 || cfg.Producers <= 0 ||
+		cfg.SlowEvents <= 0 || cfg.OrderingEvents <= 0 || cfg.OrderingKeys <= 0 ||
 		cfg.Duration <= 0 || cfg.LatencyDuration <= 0 || cfg.Concurrency <= 0 || cfg.Concurrency > 4096 {
 		return usageError("sizes, rates and durations must be positive (concurrency at most 4096)")
 	}

@@ -38,7 +38,7 @@ const (
 	flowIdle = time.Second
 	// tokenLife is how long granted tokens may wait to be spent; unspent
 	// ones are lost, never saved up into a burst.
-	tokenLife = time.Second
+	tokenLife = 200 * time.Millisecond
 	// handBackHold: a hold at least this long hands the deliveries waiting
 	// here back to the database instead of keeping them.
 	handBackHold = 2 * time.Second
@@ -66,16 +66,24 @@ func (d *Dispatcher) mayStartLocked(st *subState, j *job, now time.Time) bool {
 	if st.sending >= st.maxInFlight {
 		return false
 	}
-	if !j.probe && (st.flow.circuit || now.Before(st.flow.holdUntil)) {
-		d.wakeFlow() // it plans a wake-up at the hold's end
+	f := &st.flow
+	if !j.probe && (f.circuit || now.Before(f.holdUntil)) {
+		// Whoever set the hold woke the flow loop, which plans a pass at
+		// its end.
 		return false
 	}
-	if st.sending >= st.flow.slots || !now.Add(j.timeout).Before(st.flow.leaseUntil) {
-		d.wakeFlow()
+	if st.sending >= f.slots || !now.Add(j.timeout).Before(f.leaseUntil) {
+		// Asked lately and not granted (another relay holds the share):
+		// the flow loop asks again at its retry time, not at every pump.
+		if now.Sub(f.askedAt) >= flowRetry {
+			d.wakeFlow()
+		}
 		return false
 	}
-	if st.flow.rateLimited && (st.flow.tokens <= 0 || now.After(st.flow.tokensUntil)) {
-		d.wakeFlow()
+	if f.rateLimited && (f.tokens <= 0 || now.After(f.tokensUntil)) {
+		if !now.Before(f.nextTokenAt) {
+			d.wakeFlow()
+		}
 		return false
 	}
 	return true
@@ -138,7 +146,13 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 	for id, st := range d.subs {
 		f := &st.flow
 		queued := len(st.queue)
-		w := min(st.maxInFlight, queued+st.sending)
+		// With work queued it wants its whole max_in_flight (the others'
+		// leases and the even split bound what it gets); without, only
+		// what it is using.
+		w := st.sending
+		if queued > 0 {
+			w = st.maxInFlight
+		}
 		if w == 0 && f.idleSince.IsZero() {
 			f.idleSince = now
 		} else if w > 0 {
@@ -167,12 +181,18 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 				soon(renewAt)
 			}
 		}
+		// Tokens only for requests that can start now: one held back for
+		// want of a slot would go out later, bunched with newer ones.
 		wt := 0
-		if f.rateLimited && queued > 0 && !held && (f.tokens <= 0 || now.After(f.tokensUntil)) {
+		room := f.slots - st.sending
+		if f.slots == 0 {
+			room = 1 // the first share comes with the first tokens
+		}
+		if f.rateLimited && queued > 0 && !held && room > 0 && (f.tokens <= 0 || now.After(f.tokensUntil)) {
 			if now.Before(f.nextTokenAt) {
 				soon(f.nextTokenAt)
 			} else {
-				wt = max(min(queued, w-st.sending), 1)
+				wt = min(queued, room)
 				need = true
 			}
 		}
@@ -328,6 +348,7 @@ func (d *Dispatcher) holdAfterAnswerLocked(st *subState, r *result) {
 	if h > 0 {
 		if until := time.Now().Add(h); until.After(st.flow.holdUntil) {
 			st.flow.holdUntil = until
+			d.wakeFlow() // to plan a pass at the hold's end
 		}
 	}
 }

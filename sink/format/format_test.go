@@ -394,7 +394,7 @@ func TestRenderBodyChatLimitsOnHugeEvents(t *testing.T) {
 		var sm struct {
 			Text   string `json:"text"`
 			Blocks []struct {
-				Text     *struct{ Text string } `json:"text"`
+				Text     *struct{ Text string }  `json:"text"`
 				Elements []struct{ Text string } `json:"elements"`
 			} `json:"blocks"`
 		}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/pgoutbox/relay/internal/buildinfo"
+	"github.com/pgoutbox/relay/internal/embedded"
 	"github.com/pgoutbox/relay/sink/dispatch"
 )
 
@@ -186,9 +187,24 @@ func (c *CLI) databaseURLFlag(fs *flag.FlagSet) *string {
 	return fs.String("database-url", c.getenv("RELAY_DATABASE_URL"), "PostgreSQL connection URL (env RELAY_DATABASE_URL)")
 }
 
-func requireDatabaseURL(u string) error {
-	if strings.TrimSpace(u) == "" {
-		return usageError("no database: set --database-url or RELAY_DATABASE_URL")
+// databaseURL returns the database a command works on: u (from
+// --database-url or RELAY_DATABASE_URL) when set, else the embedded
+// PostgreSQL that relay run started in its data directory (RELAY_DATA_DIR,
+// default ./relay-data), found the way relay run finds it again.
+func (c *CLI) databaseURL(u string) (string, error) {
+	if strings.TrimSpace(u) != "" {
+		return u, nil
 	}
-	return nil
+	dir := c.envOr("RELAY_DATA_DIR", embedded.DefaultDataDir)
+	found, err := embedded.Find(dir)
+	switch {
+	case err == nil:
+		return found, nil
+	case errors.Is(err, embedded.ErrNotInitialised):
+		return "", usageError("no database: set --database-url or RELAY_DATABASE_URL " +
+			"(or run this where 'relay run' keeps its embedded PostgreSQL: ./relay-data, or RELAY_DATA_DIR)")
+	case errors.Is(err, embedded.ErrNotRunning):
+		return "", &ExitError{Code: 1, Err: fmt.Errorf("no database: the embedded PostgreSQL in %s is not running; start 'relay run' (or set --database-url)", dir)}
+	}
+	return "", &ExitError{Code: 1, Err: fmt.Errorf("no database: %w", err)}
 }

@@ -163,7 +163,7 @@ func (c *CLI) cmdLog(ctx context.Context, args []string) error {
 		return usageError("invalid --limit %d: want 1 to 10000", *limit)
 	}
 
-	pool, err := connectDB(ctx, *dbURL)
+	pool, err := c.connectDB(ctx, *dbURL)
 	if err != nil {
 		return err
 	}

@@ -21,9 +21,11 @@ func (c *CLI) migrate(ctx context.Context, args []string) error {
 		fs.Usage()
 		return usageError("migrate needs exactly one of: up, down, status")
 	}
-	if err := requireDatabaseURL(*dbURL); err != nil {
+	url, err := c.databaseURL(*dbURL)
+	if err != nil {
 		return err
 	}
+	*dbURL = url
 	switch fs.Arg(0) {
 	case "up":
 		if err := migrations.Up(ctx, *dbURL); err != nil {

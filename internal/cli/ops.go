@@ -46,7 +46,7 @@ func (c *CLI) cmdRedeliver(ctx context.Context, args []string) error {
 		}
 		ids[i] = id
 	}
-	pool, err := connectDB(ctx, *dbURL)
+	pool, err := c.connectDB(ctx, *dbURL)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func (c *CLI) cmdReplay(ctx context.Context, args []string) error {
 	if !from.Before(to) {
 		return usageError("--since (%s) must be before --until (%s)", timeText(from), timeText(to))
 	}
-	pool, err := connectDB(ctx, *dbURL)
+	pool, err := c.connectDB(ctx, *dbURL)
 	if err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func (c *CLI) cmdResume(ctx context.Context, args []string) error {
 
 // setPaused runs relay.pause or relay.resume and prints the state after.
 func (c *CLI) setPaused(ctx context.Context, dbURL string, asJSON bool, sql string, args ...any) error {
-	pool, err := connectDB(ctx, dbURL)
+	pool, err := c.connectDB(ctx, dbURL)
 	if err != nil {
 		return err
 	}
@@ -281,7 +281,7 @@ func (c *CLI) cmdStatus(ctx context.Context, args []string) error {
 	if fs.NArg() != 0 {
 		return usageError("status takes no arguments (got %q)", fs.Arg(0))
 	}
-	pool, err := connectDB(ctx, *dbURL)
+	pool, err := c.connectDB(ctx, *dbURL)
 	if err != nil {
 		return err
 	}

@@ -231,8 +231,9 @@ func bytesText(n int64) string {
 
 // connectDB opens a pool on dbURL and checks it answers, so a bad URL or an
 // unreachable server fails at once with a clear message (exit 1).
-func connectDB(ctx context.Context, dbURL string) (*pgxpool.Pool, error) {
-	if err := requireDatabaseURL(dbURL); err != nil {
+func (c *CLI) connectDB(ctx context.Context, dbURL string) (*pgxpool.Pool, error) {
+	dbURL, err := c.databaseURL(dbURL)
+	if err != nil {
 		return nil, err
 	}
 	cfg, err := pgxpool.ParseConfig(dbURL)

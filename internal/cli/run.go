@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -217,7 +218,18 @@ func (c *CLI) run(ctx context.Context, args []string) error {
 	runCtx, cancel := withSignals(ctx, log)
 	defer cancel()
 
+	signIn := signInHint{flagToken: cfg.AdminToken != ""}
 	if cfg.DatabaseURL == "" {
+		if cfg.AdminToken == "" && cfg.AdminAddr != "off" {
+			// A fresh embedded install gets an operator token of its own,
+			// so its console can be signed in to at once.
+			tok, created, err := embedded.OperatorToken(f.dataDir)
+			if err != nil {
+				return err
+			}
+			cfg.AdminToken = tok
+			signIn = signInHint{file: filepath.Join(f.dataDir, embedded.OperatorTokenFile), token: tok, created: created}
+		}
 		srv, err := embedded.Start(runCtx, embedded.Config{DataDir: f.dataDir, Port: f.embeddedPort})
 		if err != nil {
 			if errors.Is(err, pgcluster.ErrNoBinaries) {
@@ -246,9 +258,9 @@ func (c *CLI) run(ctx context.Context, args []string) error {
 		}()
 		cfg.DatabaseURL = srv.URL()
 		fmt.Fprintf(c.Stdout, "embedded PostgreSQL (data in %s) — applications insert events with:\n  psql %q -c \"SELECT relay.emit('thread.created', '{\\\"title\\\": \\\"Hello\\\"}')\"\n", f.dataDir, srv.URL())
-		return c.serve(appCtx, cfg, log)
+		return c.serve(appCtx, cfg, log, signIn)
 	}
-	return c.serve(runCtx, cfg, log)
+	return c.serve(runCtx, cfg, log, signIn)
 }
 
 // withSignals returns a context cancelled by the first SIGINT or SIGTERM
@@ -275,7 +287,7 @@ func withSignals(ctx context.Context, log zerolog.Logger) (context.Context, cont
 }
 
 // serve runs an App until ctx ends, then stops it gracefully.
-func (c *CLI) serve(ctx context.Context, cfg app.Config, log zerolog.Logger) error {
+func (c *CLI) serve(ctx context.Context, cfg app.Config, log zerolog.Logger, signIn signInHint) error {
 	a, err := app.New(cfg)
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
@@ -297,10 +309,9 @@ func (c *CLI) serve(ctx context.Context, cfg app.Config, log zerolog.Logger) err
 		return err
 	}
 	if addr := a.AdminAddr(); addr != "" {
-		if cfg.AdminToken == "" {
-			log.Warn().Str("admin_addr", addr).Msg("no operator token: the admin API answers 401 except to owner tokens; set --admin-token or RELAY_ADMIN_TOKEN (or create owner tokens with relay tokens create)")
-		}
-		fmt.Fprintf(c.Stdout, "admin API and console on http://%s/\n", addr)
+		// Without an operator token the admin server itself logs the
+		// warning, once; standard output says what to do.
+		signIn.print(c.Stdout, addr)
 	}
 	log.Info().Str("slot", cfg.Slot).Msg("relay running")
 	<-ctx.Done()

@@ -89,6 +89,7 @@ func (c *CLI) subs(ctx context.Context, args []string) error {
 
 // subsCommon are the flags every subs action has.
 type subsCommon struct {
+	cli    *CLI
 	fs     *flag.FlagSet
 	dbURL  *string
 	asJSON *bool
@@ -96,7 +97,7 @@ type subsCommon struct {
 
 func (c *CLI) subsFlags(a *subsAction) *subsCommon {
 	fs := c.newFlagSet("subs "+a.name, a.synopsis)
-	return &subsCommon{fs: fs, dbURL: c.databaseURLFlag(fs), asJSON: jsonFlag(fs)}
+	return &subsCommon{cli: c, fs: fs, dbURL: c.databaseURLFlag(fs), asJSON: jsonFlag(fs)}
 }
 
 // parseWithID parses the flags and the one positional subscription id.
@@ -112,7 +113,7 @@ func (sc *subsCommon) parseWithID(args []string) (int64, error) {
 }
 
 func (sc *subsCommon) store(ctx context.Context) (*subscriptions.Store, func(), error) {
-	pool, err := connectDB(ctx, *sc.dbURL)
+	pool, err := sc.cli.connectDB(ctx, *sc.dbURL)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -862,7 +863,7 @@ func (c *CLI) subsTest(ctx context.Context, a *subsAction, args []string) error 
 	if err != nil {
 		return usageError("%v", err)
 	}
-	pool, err := connectDB(ctx, *sc.dbURL)
+	pool, err := c.connectDB(ctx, *sc.dbURL)
 	if err != nil {
 		return err
 	}

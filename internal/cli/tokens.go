@@ -10,8 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/pgoutbox/relay/internal/tokens"
 )
 
@@ -64,17 +62,11 @@ func (c *CLI) tokens(ctx context.Context, args []string) error {
 	default:
 		return usageError("unknown tokens action %q (want create, list or revoke)", action)
 	}
-	if err := requireDatabaseURL(*dbURL); err != nil {
+	pool, err := c.connectDB(ctx, *dbURL)
+	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, *dbURL)
-	if err != nil {
-		return fmt.Errorf("connecting to database: %w", err)
-	}
 	defer pool.Close()
-	if err := pool.Ping(ctx); err != nil {
-		return fmt.Errorf("connecting to database: %w", err)
-	}
 	st := tokens.NewStore(pool)
 
 	switch action {

@@ -3,6 +3,7 @@ package embedded_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,5 +64,51 @@ func TestMissingBinariesSayHowToInstall(t *testing.T) {
 	_, err := embedded.Start(context.Background(), embedded.Config{DataDir: t.TempDir()})
 	if !errors.Is(err, pgcluster.ErrNoBinaries) || !strings.Contains(err.Error(), "apt-get install -y postgresql") {
 		t.Fatalf("error %v, want ErrNoBinaries with install advice", err)
+	}
+}
+
+// TestFindAndOperatorToken checks what relay run leaves in its data
+// directory for the other commands: the running server can be found, and
+// the generated operator token is made once, kept private, and reused.
+func TestFindAndOperatorToken(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "relay-data")
+	if _, err := embedded.Find(dir); !errors.Is(err, embedded.ErrNotInitialised) {
+		t.Fatalf("Find on nothing: %v", err)
+	}
+	ctx := context.Background()
+	srv, err := embedded.Start(ctx, embedded.Config{DataDir: dir, Port: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := embedded.Find(dir)
+	if err != nil || url != srv.URL() {
+		t.Fatalf("Find = %q, %v; want %q", url, err, srv.URL())
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connecting to what Find found: %v", err)
+	}
+	conn.Close(ctx)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := embedded.Find(dir); !errors.Is(err, embedded.ErrNotRunning) {
+		t.Fatalf("Find on a stopped server: %v", err)
+	}
+
+	tok, created, err := embedded.OperatorToken(dir)
+	if err != nil || !created || !strings.HasPrefix(tok, "relayop_") || len(tok) < 32 {
+		t.Fatalf("OperatorToken = %q, %v, %v", tok, created, err)
+	}
+	st, err := os.Stat(filepath.Join(dir, embedded.OperatorTokenFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v, want mode 0600", st, err)
+	}
+	again, created, err := embedded.OperatorToken(dir)
+	if err != nil || created || again != tok {
+		t.Fatalf("second OperatorToken = %q, %v, %v; want the same token", again, created, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, embedded.OperatorTokenFile+".*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }

@@ -158,3 +158,63 @@ func (st *Store) Summary(ctx context.Context, owner *string, window time.Duratio
 	}
 	return sum, nil
 }
+
+// HourCount is one bar of the hourly chart: the deliveries created in the
+// hour starting at Start, by their status now (Pending includes
+// delivering).
+type HourCount struct {
+	Start     time.Time `db:"start" json:"start"`
+	Succeeded int64     `db:"succeeded" json:"succeeded"`
+	Failed    int64     `db:"failed" json:"failed"`
+	Pending   int64     `db:"pending" json:"pending"`
+}
+
+// MaxHours bounds Hourly's series (a week of hourly bars).
+const MaxHours = 7 * 24
+
+// Hourly counts the deliveries of the last hours hours (1 to MaxHours), per
+// hour, oldest first: hours buckets, the last one being the current hour
+// (so the series covers hours-1 full hours and the current one). It is
+// scoped to owner like every Store call, and to one subscription when
+// subscriptionID is not 0 (another owner's answers ErrNotFound). Counting
+// happens in PostgreSQL, over the (subscription_id, created_at) index, so
+// the chart is right however many deliveries an hour holds.
+func (st *Store) Hourly(ctx context.Context, owner *string, subscriptionID int64, hours int) ([]HourCount, error) {
+	if hours < 1 || hours > MaxHours {
+		return nil, invalid("hours", fmt.Sprintf("hours must be between 1 and %d", MaxHours))
+	}
+	if subscriptionID != 0 {
+		if _, err := st.Get(ctx, subscriptionID, owner); err != nil {
+			return nil, err
+		}
+	}
+	args := []any{hours, subscriptionID}
+	where := ownerClause("s", owner, &args)
+	rows, err := st.pool.Query(ctx, `
+		WITH bounds AS (
+			SELECT date_trunc('hour', now()) - ($1::int - 1) * interval '1 hour' AS first
+		), counts AS (
+			SELECT date_trunc('hour', d.created_at) AS start,
+			       count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+			       count(*) FILTER (WHERE d.status = 'failed') AS failed,
+			       count(*) FILTER (WHERE d.status IN ('pending', 'delivering')) AS pending
+			FROM relay.deliveries AS d
+			JOIN relay.subscriptions AS s ON s.id = d.subscription_id
+			WHERE d.created_at >= (SELECT first FROM bounds)
+			  AND ($2::bigint = 0 OR d.subscription_id = $2) AND `+where+`
+			GROUP BY 1
+		)
+		SELECT h.start, coalesce(c.succeeded, 0) AS succeeded, coalesce(c.failed, 0) AS failed,
+		       coalesce(c.pending, 0) AS pending
+		FROM bounds, generate_series(bounds.first, date_trunc('hour', now()), interval '1 hour') AS h(start)
+		LEFT JOIN counts AS c ON c.start = h.start
+		ORDER BY h.start`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading hourly counts: %w", translate(err))
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[HourCount])
+	if err != nil {
+		return nil, fmt.Errorf("reading hourly counts: %w", translate(err))
+	}
+	return out, nil
+}

@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -184,15 +185,47 @@ type webhookSummaryJSON struct {
 	subscriptions.Stats
 }
 
+// Limits of the hourly series of GET /api/stats.
+const defaultStatsHours = 24
+
+// stats answers GET /api/stats: per-webhook figures over the last days
+// (default 7), their total, and the deliveries per hour of the last hours
+// (default 24, at most a week), counted in SQL. webhook_id narrows all of
+// it to one webhook (another owner's answers 404).
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
-	days, ok := queryInt(w, r, r.URL.Query(), "days", defaultDeliveryDays, 1, maxDeliveryDays)
+	q := r.URL.Query()
+	days, ok := queryInt(w, r, q, "days", defaultDeliveryDays, 1, maxDeliveryDays)
 	if !ok {
 		return
 	}
+	hours, ok := queryInt(w, r, q, "hours", defaultStatsHours, 1, subscriptions.MaxHours)
+	if !ok {
+		return
+	}
+	webhookID, ok := queryInt(w, r, q, "webhook_id", 0, 1, math.MaxInt64)
+	if !ok {
+		return
+	}
+	scope := callerOf(r).scope()
 	window := time.Duration(days) * 24 * time.Hour
-	sum, err := s.store.Summary(r.Context(), callerOf(r).scope(), window)
+	var sum subscriptions.Summary
+	if webhookID != 0 {
+		st, err := s.store.Stats(r.Context(), webhookID, scope, window)
+		if err != nil {
+			s.storeError(w, r, err, "webhook")
+			return
+		}
+		sum = subscriptions.Summary{Window: window, Overall: st.Stats, Subscriptions: []subscriptions.SubscriptionStats{st}}
+	} else {
+		var err error
+		if sum, err = s.store.Summary(r.Context(), scope, window); err != nil {
+			s.storeError(w, r, err, "stats")
+			return
+		}
+	}
+	hourly, err := s.store.Hourly(r.Context(), scope, webhookID, int(hours))
 	if err != nil {
-		s.storeError(w, r, err, "stats")
+		s.storeError(w, r, err, "webhook")
 		return
 	}
 	hooks := make([]webhookSummaryJSON, len(sum.Subscriptions))
@@ -205,6 +238,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, r, http.StatusOK, map[string]any{
 		"days": days, "since": time.Now().Add(-window).UTC(), "overall": sum.Overall, "webhooks": hooks,
+		"hourly": hourly,
 	})
 }
 

@@ -151,7 +151,7 @@ func TestStatsAndEventTypes(t *testing.T) {
 		SELECT id, 9, now(), 10000, 'retry', 'timeout after 10s' FROM relay.deliveries WHERE status = 'pending'`)
 
 	r := e.do("GET", "/api/stats", e.alice, nil).want(t, 200)
-	wantKeys(t, r.obj, "days", "since", "overall", "webhooks")
+	wantKeys(t, r.obj, "days", "since", "overall", "webhooks", "hourly")
 	if num(t, r.obj["days"]) != 7 {
 		t.Fatalf("days: %s", r.raw)
 	}

@@ -497,7 +497,26 @@ func (s *Server) testWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	zerolog.Ctx(r.Context()).Info().Int64("subscription_id", id).Bool("delivered", res.Delivered).
 		Int("status_code", res.StatusCode).Int64("duration_ms", res.DurationMS).Msg("webhook tested")
-	writeJSON(w, r, http.StatusOK, res)
+	out := testResponse{TestResult: res, WebhookEnabled: sub.Enabled, Notes: []string{}}
+	if !sub.Enabled {
+		out.Notes = append(out.Notes, "the webhook is disabled: this test was sent, but events are not delivered to it until it is enabled")
+	}
+	if paused, err := s.store.GetSettings(r.Context()); err == nil && paused.Paused {
+		out.RelayPaused = true
+		out.Notes = append(out.Notes, "relay is paused: this test was sent, but deliveries wait until it is resumed")
+	}
+	writeJSON(w, r, http.StatusOK, out)
+}
+
+// testResponse is the answer of POST /api/webhooks/{id}/test: the attempt,
+// and what the caller should know about it. A test is sent even to a
+// disabled webhook and while relay is paused (that is often why one tests),
+// but then real events are not, which notes says.
+type testResponse struct {
+	TestResult
+	WebhookEnabled bool     `json:"webhook_enabled"`
+	RelayPaused    bool     `json:"relay_paused"`
+	Notes          []string `json:"notes"`
 }
 
 type rotateRequest struct {

@@ -470,12 +470,15 @@ func TestTestEndpoint(t *testing.T) {
 	refusedID := e.createWebhook(e.alice, map[string]any{"name": "refused", "url": refused, "events": []string{"*"}})
 
 	r := e.do("POST", fmt.Sprintf("/api/webhooks/%d/test", okID), e.alice, nil).want(t, 200)
-	wantKeys(t, r.obj, "delivered", "status_code", "duration_ms")
+	wantKeys(t, r.obj, "delivered", "status_code", "duration_ms", "webhook_enabled", "relay_paused", "notes")
+	if r.obj["webhook_enabled"] != true || r.obj["relay_paused"] != false || len(arr(t, r.obj["notes"])) != 0 {
+		t.Fatalf("test of an enabled webhook, relay running: %s", r.raw)
+	}
 	if r.obj["delivered"] != true || num(t, r.obj["status_code"]) != 204 || num(t, r.obj["duration_ms"]) < 20 || got != 1 {
 		t.Fatalf("test ok: %s (receiver hit %d times)", r.raw, got)
 	}
 	r = e.do("POST", fmt.Sprintf("/api/webhooks/%d/test", badID), e.alice, nil).want(t, 200)
-	wantKeys(t, r.obj, "delivered", "status_code", "duration_ms", "error")
+	wantKeys(t, r.obj, "delivered", "status_code", "duration_ms", "error", "webhook_enabled", "relay_paused", "notes")
 	if r.obj["delivered"] != false || num(t, r.obj["status_code"]) != 500 || r.obj["error"] != "HTTP 500" {
 		t.Fatalf("test 500: %s", r.raw)
 	}
@@ -484,8 +487,17 @@ func TestTestEndpoint(t *testing.T) {
 		t.Fatalf("test refused: %s", r.raw)
 	}
 	// A disabled webhook can be tested too; the tester was called with exactly these ids.
+	// It says so, and says when relay is paused: the test goes out, real
+	// events would not.
 	e.do("PATCH", fmt.Sprintf("/api/webhooks/%d", okID), e.alice, map[string]any{"enabled": false}).want(t, 200)
-	e.do("POST", fmt.Sprintf("/api/webhooks/%d/test", okID), e.alice, nil).want(t, 200)
+	e.do("PUT", "/api/settings", operatorToken, map[string]any{"paused": true}).want(t, 200)
+	r = e.do("POST", fmt.Sprintf("/api/webhooks/%d/test", okID), e.alice, nil).want(t, 200)
+	notes := fmt.Sprint(arr(t, r.obj["notes"]))
+	if r.obj["delivered"] != true || r.obj["webhook_enabled"] != false || r.obj["relay_paused"] != true ||
+		!strings.Contains(notes, "the webhook is disabled") || !strings.Contains(notes, "relay is paused") {
+		t.Fatalf("test of a disabled webhook while paused: %s", r.raw)
+	}
+	e.do("PUT", "/api/settings", operatorToken, map[string]any{"paused": false}).want(t, 200)
 	if calls := e.tester.called(); fmt.Sprint(calls) != fmt.Sprint([]int64{okID, badID, refusedID, okID}) {
 		t.Fatalf("tester calls %v", calls)
 	}

@@ -74,6 +74,13 @@ func TestConsole(t *testing.T) {
 	run("OwnerFromMe", testOwnerFromMe)
 	run("SkippedDelivery", testSkippedDelivery)
 	run("French", testFrench)
+	// What a review found (review_test.go).
+	run("Framing", testFraming)
+	run("SecretGuardAndRotate", testSecretGuard)
+	run("FormGuardAndSignIn", testFormGuardAndSignIn)
+	run("StatsBeyond500", testStatsBeyond500)
+	run("LongNamesAndPhone", testLongNamesAndPhone)
+	run("ToastsAndTestNotes", testToastsAndTestNotes)
 }
 
 func testSignIn(t *testing.T, b context.Context) {
@@ -403,7 +410,7 @@ func testTestButton(t *testing.T, b context.Context) {
 
 	tb.do("testing the live receiver", chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr.webhook-row[data-id="%d"] [data-action="test"]`, ok.ID))))
 	msg := tb.waitToast("success")
-	if !regexp.MustCompile(`^Test sent — 200 in \d+ ms$`).MatchString(msg) {
+	if !regexp.MustCompile(`^Test of “Local receiver” sent — 200 in \d+ ms\.$`).MatchString(msg) {
 		t.Errorf("success toast = %q", msg)
 	}
 	if hits.Load() != 1 || gotID.Load() == "" {
@@ -414,7 +421,7 @@ func testTestButton(t *testing.T, b context.Context) {
 	tb.clearToasts()
 	tb.do("testing the refused target", chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr.webhook-row[data-id="%d"] [data-action="test"]`, bad.ID))))
 	msg = tb.waitToast("error")
-	if !strings.HasPrefix(msg, "Failed: ") || len(msg) < len("Failed: ")+5 {
+	if !strings.HasPrefix(msg, "Test of “Nobody listens” failed: ") || len(msg) < len("Test of “Nobody listens” failed: ")+5 {
 		t.Errorf("failure toast = %q", msg)
 	}
 	if !strings.Contains(strings.ToLower(msg), "refused") {
@@ -649,9 +656,26 @@ func testDeliveries(t *testing.T, b context.Context) {
 	}
 	tb.screenshot("expanded")
 
-	// New deliveries appear without a reload (polling).
+	// New deliveries are found by polling. While a row is open they wait
+	// behind a button rather than push the row being read down.
+	rowTop := fmt.Sprintf(`document.querySelector('%s').getBoundingClientRect().top`, row)
+	before := eval[float64](tb, rowTop)
 	newID := e.delivery(w, "thread.created", "failed", 0, attempt{ms: 12, code: 502, outcome: "failed", err: "HTTP 502"})
-	tb.do("the new delivery appears", chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr.delivery-row[data-id="%d"]`, newID))))
+	tb.do("the new delivery is announced", chromedp.WaitVisible(chromedp.ID("deliveries-new")))
+	if got := tb.text("#deliveries-new"); got != "1 new — show them" {
+		t.Errorf("new deliveries button = %q", got)
+	}
+	if eval[bool](tb, fmt.Sprintf(`!!document.querySelector('tr.delivery-row[data-id="%d"]')`, newID)) {
+		t.Error("the new delivery was inserted while a row is open")
+	}
+	if after := eval[float64](tb, rowTop); after != before {
+		t.Errorf("the open row moved from %v to %v", before, after)
+	}
+	tb.screenshot("new-waiting")
+	tb.do("showing the new delivery",
+		chromedp.Click(chromedp.ID("deliveries-new")),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr.delivery-row[data-id="%d"]`, newID))),
+		chromedp.WaitNotVisible(chromedp.ID("deliveries-new")))
 	// New attempts of an open row appear too.
 	e.db.Exec(t, `INSERT INTO relay.delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, error)
 		VALUES ($1, 3, now(), 33, 504, 'failed', 'HTTP 504')`, failed)
@@ -660,7 +684,7 @@ func testDeliveries(t *testing.T, b context.Context) {
 
 	// Redeliver queues it again; under the failed filter it leaves the list.
 	tb.do("redelivering", chromedp.Click(chromedp.CSS(row+` [data-action="redeliver"]`)))
-	if msg := tb.waitToast("success"); msg != fmt.Sprintf("Delivery %d is queued again.", failed) {
+	if msg := tb.waitToast("success"); msg != fmt.Sprintf("Delivery %d to “Log hook” is queued again.", failed) {
 		t.Errorf("redeliver toast = %q", msg)
 	}
 	tb.do("the redelivered row leaves the failed list", chromedp.WaitNotPresent(chromedp.CSS(row)))

@@ -106,10 +106,13 @@ export const api = {
   updateWebhook: (id, body) => request('PATCH', `/api/webhooks/${id}`, body),
   deleteWebhook: (id) => request('DELETE', `/api/webhooks/${id}`),
   testWebhook: (id) => request('POST', `/api/webhooks/${id}/test`),
+  rotateSecret: (id, graceSeconds) => request('POST', `/api/webhooks/${id}/rotate-secret`, { grace_seconds: graceSeconds }),
   listDeliveries: (params) => request('GET', '/api/deliveries' + query(params)),
   getDelivery: (id) => request('GET', `/api/deliveries/${id}`),
   redeliver: (id) => request('POST', `/api/deliveries/${id}/redeliver`),
-  stats: (days) => request('GET', '/api/stats' + query({ days })),
+  // stats: figures per webhook over params.days, and params.hours of
+  // deliveries per hour counted by the server (params.webhook_id narrows).
+  stats: (params) => request('GET', '/api/stats' + query(params)),
   // eventTypes answers {event_types: [names], catalog: [{name, description, example, …}]}.
   eventTypes: () => request('GET', '/api/event-types'),
   checkFilter: (filter, payload) => request('POST', '/api/filters/check', { filter, payload }),

@@ -94,6 +94,13 @@ function startShell() {
   renderWhoAmI();
   renderPausedBanner();
   route();
+  // Focus would otherwise fall to <body> with the sign-in form gone:
+  // start on the view's heading, where a screen reader says where it is.
+  const heading = document.querySelector('.view:not([hidden]) h1');
+  if (heading) {
+    heading.tabIndex = -1;
+    heading.focus();
+  }
 }
 
 /** parseHash reads "#/deliveries?status=failed" into {name, params}. */

@@ -8,7 +8,7 @@
 
 import { api, ApiError } from './api.js';
 import { t } from './i18n.js';
-import { clear, fmtDate, fmtMs, fmtRelative, h, statusBadge, toast, withBusy } from './ui.js';
+import { clear, ellipsize, fmtDate, fmtMs, fmtRelative, h, statusBadge, toast, withBusy } from './ui.js';
 
 export const POLL_MS = 3000;
 const PAGE = 50;
@@ -71,9 +71,9 @@ function params(limit, cursor) {
  * "Load more" pages stay, and re-fetches the open rows whose attempts
  * changed.
  */
-async function refresh(reset) {
+async function refresh(reset, showNew) {
   const mySeq = ++seq;
-  const limit = reset ? PAGE : Math.min(500, Math.max(PAGE, rows.length));
+  const limit = reset ? PAGE : Math.min(500, Math.max(PAGE, rows.length + (showNew ? waitingCount : 0)));
   let res;
   try {
     res = await api.listDeliveries(params(limit));
@@ -83,6 +83,26 @@ async function refresh(reset) {
     return;
   }
   if (mySeq !== seq || !section) return;
+  // New deliveries go on top. While someone reads the list (scrolled down,
+  // a row open, focus or a selection in it), inserting them would move
+  // what they read: the rows shown are updated in place instead, and a
+  // button says how many new ones wait.
+  if (!reset && !showNew && rows.length > 0 && readerBusy()) {
+    const newest = rows[0].id;
+    const waiting = res.deliveries.filter((d) => d.id > newest).length;
+    if (waiting > 0) {
+      const byId = new Map(res.deliveries.map((d) => [d.id, d]));
+      rows = rows.map((r) => byId.get(r.id) || r);
+      const body = document.getElementById('deliveries-body');
+      if (body) patchRows(body);
+      showWaiting(waiting);
+      for (const d of rows) {
+        if (expanded.has(d.id) && expanded.get(d.id) !== d.attempts) loadDetail(d.id);
+      }
+      return;
+    }
+  }
+  showWaiting(0);
   const first = reset || known.size === 0;
   const fresh = new Set();
   for (const d of res.deliveries) {
@@ -98,6 +118,31 @@ async function refresh(reset) {
   if (reset) expanded = new Map();
   renderRows(fresh, reset);
   for (const id of changed) loadDetail(id);
+}
+
+/**
+ * readerBusy tells whether new rows on top would move what the user is
+ * reading: the page is scrolled, a row is open, or focus or a text
+ * selection is inside the list.
+ */
+function readerBusy() {
+  const body = document.getElementById('deliveries-body');
+  if (!body) return false;
+  if (window.scrollY > 40 || expanded.size > 0) return true;
+  if (body.contains(document.activeElement)) return true;
+  const sel = window.getSelection();
+  return !!(sel && !sel.isCollapsed && sel.anchorNode && body.contains(sel.anchorNode));
+}
+
+let waitingCount = 0;
+
+/** showWaiting shows (n > 0) or hides the "n new deliveries" button. */
+function showWaiting(n) {
+  waitingCount = n;
+  const btn = document.getElementById('deliveries-new');
+  if (!btn) return;
+  btn.hidden = n === 0;
+  btn.textContent = n === 0 ? '' : t('deliveries.newWaiting', { n });
 }
 
 async function loadMore(btn) {
@@ -135,11 +180,22 @@ function render() {
     filterField('f-webhook', t('filter.webhook'), webhook),
     filterField('f-event', t('filter.eventType'), eventType, typesList),
     h('div', { class: 'filter filter-reset' }, reset));
+  const waiting = h('button', { type: 'button', class: 'btn btn-small new-waiting', id: 'deliveries-new', hidden: true, 'aria-live': 'polite' });
+  waiting.addEventListener('click', async () => {
+    await refresh(false, true);
+    window.scrollTo({ top: 0 });
+    const title = document.getElementById('deliveries-title');
+    if (title) {
+      title.tabIndex = -1;
+      title.focus();
+    }
+  });
   section.append(
     h('div', { class: 'view-head' },
       h('h1', { id: 'deliveries-title' }, t('deliveries.title')),
       h('p', { class: 'muted live-note' }, h('span', { class: 'live-dot', 'aria-hidden': 'true' }), t('deliveries.live'))),
     form,
+    h('div', { class: 'new-waiting-bar' }, waiting),
     h('div', { id: 'deliveries-body', 'aria-live': 'off' }, h('p', { class: 'muted' }, t('loading'))));
 
   const apply = () => {
@@ -176,8 +232,8 @@ function render() {
   api.listWebhooks().then((list) => {
     for (const w of list) webhook.append(h('option', { value: String(w.id), selected: filters.webhook_id === String(w.id) }, w.name));
   }).catch(() => {});
-  api.eventTypes().then((types) => {
-    for (const ty of types) typesList.append(h('option', { value: ty }));
+  api.eventTypes().then((r) => {
+    for (const ty of r.event_types || []) typesList.append(h('option', { value: ty }));
   }).catch(() => {});
 }
 
@@ -303,7 +359,7 @@ function deliveryRow(d, isNew) {
   return h('tr', { class: 'delivery-row' + (isNew ? ' is-new' : ''), 'data-id': d.id, 'data-status': d.status, 'data-attempts': d.attempts },
     h('td', { class: 'col-expand' }, toggle),
     h('td', { 'data-label': t('col.time') }, h('time', { datetime: d.created_at, title: fmtDate(d.created_at) }, fmtRelative(d.created_at))),
-    h('td', { 'data-label': t('col.webhook') }, d.webhook_name),
+    h('td', { 'data-label': t('col.webhook'), class: 'cell-webhook' }, d.webhook_name),
     h('td', { 'data-label': t('col.event') }, h('code', {}, d.event_type)),
     h('td', { 'data-label': t('col.status') }, statusBadge(d.status),
       d.last_error && d.status !== 'succeeded' ? h('div', { class: 'error-text small' }, d.last_error) : null),
@@ -348,12 +404,12 @@ function fillDetail(id, d) {
           h('th', { scope: 'col' }, t('col.outcome')),
           h('th', { scope: 'col' }, t('col.error')))),
         h('tbody', {}, attempts.map((a) => h('tr', { class: 'attempt-row' },
-          h('td', { class: 'num' }, String(a.attempt)),
-          h('td', {}, fmtDate(a.started_at)),
-          h('td', { class: 'num' }, a.status_code ?? '—'),
-          h('td', { class: 'num' }, fmtMs(a.duration_ms)),
-          h('td', {}, a.outcome || '—'),
-          h('td', { class: 'error-text' }, [a.error || '—', a.retry_after ? ` (${t('col.retryAfter')}: ${a.retry_after})` : null])))))),
+          h('td', { class: 'num', 'data-label': t('col.attempt') }, String(a.attempt)),
+          h('td', { 'data-label': t('col.time') }, fmtDate(a.started_at)),
+          h('td', { class: 'num', 'data-label': t('col.code') }, a.status_code ?? '—'),
+          h('td', { class: 'num', 'data-label': t('col.duration') }, fmtMs(a.duration_ms)),
+          h('td', { 'data-label': t('col.outcome') }, a.outcome || '—'),
+          h('td', { class: 'error-text', 'data-label': t('col.error') }, [a.error || '—', a.retry_after ? ` (${t('col.retryAfter')}: ${a.retry_after})` : null])))))),
     h('h4', {}, t('deliveries.response')),
     d.last_response ? h('pre', { class: 'response' }, d.last_response) : h('p', { class: 'muted' }, t('deliveries.noResponse')),
     h('details', { class: 'payload' }, h('summary', {}, t('deliveries.payload')),
@@ -364,7 +420,7 @@ async function doRedeliver(d, btn) {
   await withBusy(btn, async () => {
     try {
       await api.redeliver(d.id);
-      toast(t('deliveries.redelivered', { id: d.id }), 'success');
+      toast(t('deliveries.redelivered', { id: d.id, name: ellipsize(d.webhook_name) }), 'success');
     } catch (e) {
       toast(t('error.generic', { reason: e.message }), 'error');
     }

@@ -4,17 +4,17 @@
 //
 // Sources, all existing API routes:
 //   GET /api/webhooks/{id}         → stats over 24 h (deliveries, success rate, p50/p95)
-//   GET /api/stats?days=7          → the same figures over 7 days, per webhook
-//   GET /api/deliveries?webhook_id → the last 24 h of deliveries (up to 500),
-//                                    bucketed per hour here, and the latest
-//                                    ones with their last attempt's code,
-//                                    duration and error.
+//   GET /api/stats?days=7&webhook_id
+//                                  → the same figures over 7 days, and the
+//                                    deliveries per hour of the last 24 h,
+//                                    counted by the server (however many
+//                                    there are)
+//   GET /api/deliveries?webhook_id → the latest deliveries with their last
+//                                    attempt's code, duration and error.
 
 import { api } from './api.js';
 import { lang, t } from './i18n.js';
 import { clear, fmtDate, fmtMs, fmtNumber, fmtPercent, h, statusBadge } from './ui.js';
-
-const HOUR = 3600 * 1000;
 
 export async function renderStats(panel, webhook, closeModal) {
   clear(panel).append(h('p', { class: 'muted', 'aria-busy': 'true' }, t('loading')));
@@ -22,8 +22,8 @@ export async function renderStats(panel, webhook, closeModal) {
   try {
     [detail, week, recent] = await Promise.all([
       api.getWebhook(webhook.id),
-      api.stats(7),
-      api.listDeliveries({ webhook_id: webhook.id, days: 1, limit: 500 }),
+      api.stats({ days: 7, webhook_id: webhook.id }),
+      api.listDeliveries({ webhook_id: webhook.id, days: 1, limit: 50 }),
     ]);
   } catch (e) {
     clear(panel).append(h('p', { class: 'error-box', role: 'alert' }, t('error.load', { reason: e.message })));
@@ -39,7 +39,7 @@ export async function renderStats(panel, webhook, closeModal) {
       group('7d', t('stats.d7'), {
         deliveries: s7.deliveries, success: s7.success_rate, p50: s7.p50_duration_ms, p95: s7.p95_duration_ms,
       })),
-    chart(recent.deliveries || []),
+    chart(week.hourly || []),
     latest(recent.deliveries || [], webhook, closeModal),
   );
 }
@@ -59,30 +59,15 @@ function group(period, title, v) {
       item('p95', t('stats.p95'), v.p95, fmtMs(v.p95))));
 }
 
-/** buckets counts deliveries per hour over the last 24 hours, oldest first. */
-export function buckets(deliveries, now = Date.now()) {
-  const end = Math.floor(now / HOUR) * HOUR; // start of the current hour
-  const out = [];
-  for (let i = 23; i >= 0; i--) out.push({ start: end - i * HOUR, succeeded: 0, failed: 0, pending: 0 });
-  for (const d of deliveries) {
-    const at = Math.floor(new Date(d.created_at).getTime() / HOUR) * HOUR;
-    const idx = 23 - Math.round((end - at) / HOUR);
-    if (idx < 0 || idx > 23) continue;
-    if (d.status === 'succeeded') out[idx].succeeded++;
-    else if (d.status === 'failed') out[idx].failed++;
-    else out[idx].pending++;
-  }
-  return out;
-}
-
-function chart(deliveries) {
-  const data = buckets(deliveries);
+/** chart draws the server's hourly series ({start, succeeded, failed, pending}, oldest first). */
+function chart(hourly) {
+  const data = hourly.map((b) => ({ ...b, start: new Date(b.start).getTime() }));
   const max = Math.max(1, ...data.map((b) => b.succeeded + b.failed + b.pending));
   const W = 480;
   const H = 150;
   const top = 8;
   const base = 124; // y of the x axis
-  const bw = W / 24;
+  const bw = W / Math.max(1, data.length);
   const hourFmt = new Intl.DateTimeFormat(lang(), { hour: '2-digit', minute: '2-digit' });
   const svg = h('svg:svg', {
     viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', id: 'stats-chart',

@@ -82,6 +82,10 @@ export function toast(message, kind = 'info', timeoutMs = 7000) {
     setTimeout(() => el.remove(), 200);
   };
   close.addEventListener('click', remove);
+  el.addEventListener('click', remove);
+  // Toasts sit over the top bar, not over the page's content; two at most,
+  // so that they never grow down over the buttons below.
+  while (box.children.length >= 2) box.firstElementChild.remove();
   box.append(el);
   if (timeoutMs > 0) setTimeout(remove, timeoutMs);
   return el;
@@ -101,7 +105,11 @@ function focusables(root) {
  * (so focus never escapes to the browser's own UI either), Escape closes it,
  * and focus goes back to what had it before. Returns {dialog, body, close}.
  *
- * opts: {title, className, onClose, initialFocus (selector)}.
+ * opts: {title, className, onClose, initialFocus (selector), beforeClose}.
+ * beforeClose, when given, runs before the user closes the modal (×,
+ * Escape, or a button calling requestClose) and may return false (or a
+ * promise of false) to keep it open: the secret not copied yet, a form
+ * half filled. close() itself always closes.
  */
 export function openModal(opts) {
   const opener = document.activeElement;
@@ -120,17 +128,33 @@ export function openModal(opts) {
     if (opener && typeof opener.focus === 'function' && document.contains(opener)) opener.focus();
     if (opts.onClose) opts.onClose(result);
   };
-  closeBtn.addEventListener('click', () => close());
+  let asking = false;
+  const requestClose = async (result) => {
+    if (closed || asking) return;
+    if (opts.beforeClose) {
+      asking = true;
+      let ok;
+      try {
+        ok = await opts.beforeClose();
+      } finally {
+        asking = false;
+      }
+      if (ok === false) return;
+    }
+    close(result);
+  };
+  closeBtn.addEventListener('click', () => requestClose());
   // Escape fires "cancel" on a modal dialog; we close ourselves so that
   // onClose runs and focus is restored.
   dialog.addEventListener('cancel', (e) => {
     e.preventDefault();
-    close();
+    if (e.target === dialog) requestClose();
   });
   dialog.addEventListener('keydown', (e) => {
     if (e.key === 'Escape') {
       e.preventDefault();
-      close();
+      e.stopPropagation();
+      requestClose();
       return;
     }
     if (e.key !== 'Tab') return;
@@ -153,18 +177,18 @@ export function openModal(opts) {
     const target = (opts.initialFocus && dialog.querySelector(opts.initialFocus)) || focusables(body)[0] || closeBtn;
     target.focus();
   };
-  return { dialog, body, close, setTitle, focusFirst };
+  return { dialog, body, close, requestClose, setTitle, focusFirst };
 }
 
 /**
  * confirmDialog asks a yes/no question in a modal and resolves to true when
  * confirmed. The safe choice (Cancel) has the focus first.
  */
-export function confirmDialog({ title, message, confirmLabel, danger = true }) {
+export function confirmDialog({ title, message, confirmLabel, cancelLabel, danger = true }) {
   return new Promise((resolve) => {
     let answer = false;
     const m = openModal({ title, className: 'modal-sm confirm-modal', onClose: () => resolve(answer) });
-    const cancel = h('button', { type: 'button', class: 'btn', id: 'confirm-cancel' }, t('cancel'));
+    const cancel = h('button', { type: 'button', class: 'btn', id: 'confirm-cancel' }, cancelLabel || t('cancel'));
     const ok = h('button', { type: 'button', class: 'btn ' + (danger ? 'btn-danger' : 'btn-primary'), id: 'confirm-ok' }, confirmLabel);
     cancel.addEventListener('click', () => m.close());
     ok.addEventListener('click', () => {
@@ -241,6 +265,13 @@ export function eventBadge(pattern) {
 /** statusBadge renders a delivery status. */
 export function statusBadge(status) {
   return h('span', { class: `status status-${status}` }, t('status.' + status));
+}
+
+/** ellipsize shortens text written by others (a webhook's name) for a
+ * message, so that a 200-character name does not make a toast tall. */
+export function ellipsize(s, max = 32) {
+  const chars = [...String(s)];
+  return chars.length <= max ? chars.join('') : chars.slice(0, max - 1).join('') + '…';
 }
 
 /** truncateURL keeps the scheme, host and both ends of the path. */

@@ -7,7 +7,7 @@ import { t } from './i18n.js';
 import { session } from './state.js';
 import { renderStats } from './stats.js';
 import {
-  append, clear, confirmDialog, eventBadge, h, newId, openModal, toast, truncateURL, withBusy,
+  append, clear, confirmDialog, ellipsize, eventBadge, fmtDate, h, newId, openModal, toast, truncateURL, withBusy,
 } from './ui.js';
 
 let section = null;
@@ -131,7 +131,7 @@ function nameCell(w) {
       input.disabled = true;
       try {
         const updated = await api.updateWebhook(w.id, { name });
-        toast(t('webhook.renamed', { name: updated.name }), 'success');
+        toast(t('webhook.renamed', { name: ellipsize(updated.name) }), 'success');
         redrawRow(updated);
         const again = section && section.querySelector(`tr.webhook-row[data-id="${w.id}"] .name-edit`);
         if (again) again.focus();
@@ -209,7 +209,7 @@ function statusCell(w) {
     input.disabled = true;
     try {
       const updated = await api.updateWebhook(w.id, { enabled });
-      toast(enabled ? t('webhook.nowEnabled', { name: updated.name }) : t('webhook.nowDisabled', { name: updated.name }), 'success', 4000);
+      toast(enabled ? t('webhook.nowEnabled', { name: ellipsize(updated.name) }) : t('webhook.nowDisabled', { name: ellipsize(updated.name) }), 'success', 4000);
       // Let the thumb finish its slide before the row is redrawn.
       setTimeout(() => {
         redrawRow(updated);
@@ -242,14 +242,20 @@ async function testWebhook(w, btn) {
   await withBusy(btn, async () => {
     try {
       const r = await api.testWebhook(w.id);
+      // A test goes out to a disabled webhook and while relay is paused;
+      // real events do not, which the toast says.
+      const notes = [];
+      if (r.webhook_enabled === false) notes.push(t('test.noteDisabled'));
+      if (r.relay_paused) notes.push(t('test.notePaused'));
+      const more = notes.length ? ' ' + notes.join(' ') : '';
       if (r.delivered) {
-        toast(t('test.sent', { code: r.status_code, ms: r.duration_ms }), 'success');
+        toast(t('test.sent', { name: ellipsize(w.name), code: r.status_code, ms: r.duration_ms }) + more, notes.length ? 'info' : 'success', notes.length ? 12000 : 7000);
       } else {
         const reason = r.error || t('test.httpStatus', { code: r.status_code });
-        toast(t('test.failed', { reason }), 'error', 10000);
+        toast(t('test.failed', { name: ellipsize(w.name), reason }) + more, 'error', 10000);
       }
     } catch (e) {
-      toast(t('test.failed', { reason: e.message }), 'error', 10000);
+      toast(t('test.failed', { name: ellipsize(w.name), reason: e.message }), 'error', 10000);
     }
   });
 }
@@ -263,7 +269,7 @@ async function deleteWebhook(w) {
   if (!ok) return;
   try {
     await api.deleteWebhook(w.id);
-    toast(t('delete.done', { name: w.name }), 'success');
+    toast(t('delete.done', { name: ellipsize(w.name) }), 'success');
   } catch (e) {
     // 404: someone else deleted it meanwhile; the reload shows the truth.
     if (!(e instanceof ApiError && e.status === 404)) toast(t('error.generic', { reason: e.message }), 'error');
@@ -289,6 +295,10 @@ const TABS = [
 export function openEditor(existing, startTab) {
   let current = existing;
   let listChanged = false;
+  // shownSecret is the secret on screen (after create or rotate), with
+  // whether it was copied: closing before that asks first, since it is
+  // never shown again.
+  let shownSecret = null;
   const first = startTab || (existing ? 'edit' : 'create');
   const m = openModal({
     // Start in the first field of the form, not on the tabs.
@@ -297,6 +307,22 @@ export function openEditor(existing, startTab) {
     className: 'modal-lg webhook-modal',
     onClose: () => {
       if (listChanged) load();
+    },
+    beforeClose: () => {
+      if (shownSecret && !shownSecret.copied) {
+        return confirmDialog({
+          title: t('secret.leaveTitle'), message: t('secret.leaveText'),
+          confirmLabel: t('secret.leaveOk'), cancelLabel: t('secret.stay'),
+        });
+      }
+      const dirty = [...m.dialog.querySelectorAll('form.webhook-form')].some((f) => f.isDirty && f.isDirty());
+      if (dirty) {
+        return confirmDialog({
+          title: t('form.discardTitle'), message: t('form.discardText'),
+          confirmLabel: t('form.discardOk'), cancelLabel: t('form.keepEditing'),
+        });
+      }
+      return true;
     },
   });
   const tabButtons = {};
@@ -354,11 +380,13 @@ export function openEditor(existing, startTab) {
           load();
           rendered.secret = true;
           m.setTitle(t('modal.edit', { name: created.name }));
-          clear(panels.create).append(secretBox(created.secret, () => m.close()));
+          shownSecret = { copied: false };
+          clear(panels.create).append(secretBox(created.secret, () => m.requestClose(), shownSecret,
+            { title: t('secret.title'), text: t('secret.text') }));
           lockTabs();
           const copy = panels.create.querySelector('.copy-secret');
           if (copy) copy.focus();
-          toast(t('form.created', { name: created.name }), 'success');
+          toast(t('form.created', { name: ellipsize(created.name) }), 'success');
         },
       }));
     }
@@ -369,8 +397,21 @@ export function openEditor(existing, startTab) {
         onDone: (updated) => {
           current = updated;
           listChanged = true;
-          toast(t('form.saved', { name: updated.name }), 'success');
+          toast(t('form.saved', { name: ellipsize(updated.name) }), 'success');
           m.close();
+        },
+        onRotated: (res) => {
+          // The new secret, once, in place of the form; the old one keeps
+          // signing as a second signature for the grace period.
+          shownSecret = { copied: false };
+          const text = res.grace_seconds > 0
+            ? t('rotate.graceText', { when: fmtDate(new Date(Date.now() + res.grace_seconds * 1000).toISOString()) })
+            : t('rotate.noGraceText');
+          clear(panels.edit).append(secretBox(res.secret, () => m.requestClose(), shownSecret,
+            { title: t('rotate.doneTitle'), text: t('secret.text') + ' ' + text }));
+          toast(t('rotate.done', { name: ellipsize(current.name) }), 'success');
+          const copy = panels.edit.querySelector('.copy-secret');
+          if (copy) copy.focus();
         },
       }));
     }
@@ -387,12 +428,19 @@ export function openEditor(existing, startTab) {
   return m;
 }
 
-function secretBox(secret, onDone) {
+/**
+ * secretBox shows a signing secret once, with Copy. state.copied becomes
+ * true when it was copied (the button, or the user's own copy of the
+ * field), which lets the modal close without asking.
+ */
+function secretBox(secret, onDone, state, { title, text }) {
   const status = h('p', { class: 'hint copy-status', id: 'copy-status', role: 'status' });
   const input = h('input', { id: 'secret-value', class: 'secret-value', readonly: true, value: secret, spellcheck: 'false', autocomplete: 'off' });
   const copy = h('button', { type: 'button', class: 'btn btn-primary copy-secret', id: 'copy-secret' }, t('secret.copy'));
+  input.addEventListener('copy', () => { state.copied = true; });
   copy.addEventListener('click', async () => {
     const ok = await copyText(secret, input);
+    if (ok) state.copied = true;
     status.textContent = ok ? t('secret.copied') : t('secret.copyFailed');
     copy.textContent = ok ? t('secret.copied') : t('secret.copy');
     copy.classList.toggle('copied', ok);
@@ -407,8 +455,8 @@ function secretBox(secret, onDone) {
   const done = h('button', { type: 'button', class: 'btn', id: 'secret-done' }, t('secret.done'));
   done.addEventListener('click', onDone);
   return h('div', { class: 'secret-box', id: 'secret-box' },
-    h('h3', {}, h('span', { class: 'ok-mark', 'aria-hidden': 'true' }, '✓ '), t('secret.title')),
-    h('p', {}, t('secret.text')),
+    h('h3', {}, h('span', { class: 'ok-mark', 'aria-hidden': 'true' }, '✓ '), title),
+    h('p', { id: 'secret-text' }, text),
     h('label', { for: 'secret-value' }, t('secret.label')),
     h('div', { class: 'secret-row' }, input, copy),
     status,
@@ -470,14 +518,17 @@ function field(id, labelText, control, hint) {
     h('p', { class: 'field-error', id: errId }));
 }
 
-function webhookForm(existing, { onCancel, onDone }) {
+// Grace periods offered when rotating a secret, in seconds.
+const GRACE_CHOICES = [[0, 'rotate.grace0'], [3600, 'rotate.grace1h'], [86400, 'rotate.grace24h'], [7 * 86400, 'rotate.grace7d']];
+
+function webhookForm(existing, { onCancel, onDone, onRotated }) {
   const p = existing ? 'edit' : 'create';
   const form = h('form', { class: 'webhook-form', id: `${p}-form`, novalidate: true });
 
   // Name and URL.
   const name = h('input', { id: `${p}-name`, name: 'name', required: true, maxlength: '200', autocomplete: 'off', placeholder: t('form.namePlaceholder'), value: existing ? existing.name : '' });
   const url = h('input', { id: `${p}-url`, name: 'url', type: 'url', inputmode: 'url', required: true, autocomplete: 'off', spellcheck: 'false', placeholder: 'https://', value: existing ? existing.url : '' });
-  const urlHint = t('form.urlHint') + (session.allowHTTP ? ' ' + t('form.urlHintHTTP') : '');
+  const urlHint = session.allowHTTP ? t('form.urlHintHTTP') : t('form.urlHint');
 
   // Events: checkboxes (from /api/event-types and the webhook's own
   // patterns) plus free entry of a type or pattern.
@@ -658,13 +709,59 @@ function webhookForm(existing, { onCancel, onDone }) {
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: `${p}-submit` }, existing ? t('form.save') : t('form.create'));
   const cancel = h('button', { type: 'button', class: 'btn', onclick: onCancel }, t('cancel'));
 
+  // Rotating the secret (existing webhooks): a new one is made and shown
+  // once; the old one keeps signing for the chosen grace period.
+  let rotateSet = null;
+  if (existing) {
+    const grace = h('select', { id: 'edit-rotate-grace', class: 'grace-select' },
+      GRACE_CHOICES.map(([secs, key]) => h('option', { value: String(secs), selected: secs === 86400 }, t(key))));
+    const rotate = h('button', { type: 'button', class: 'btn', id: 'edit-rotate' }, t('rotate.button'));
+    rotate.addEventListener('click', async () => {
+      const secs = Number(grace.value);
+      const label = grace.options[grace.selectedIndex].textContent;
+      const ok = await confirmDialog({
+        title: t('rotate.title'),
+        message: secs > 0 ? t('rotate.confirm', { name: existing.name, grace: label }) : t('rotate.confirmNow', { name: existing.name }),
+        confirmLabel: t('rotate.ok'), danger: secs === 0,
+      });
+      if (!ok) return;
+      await withBusy(rotate, async () => {
+        try {
+          onRotated(await api.rotateSecret(existing.id, secs));
+        } catch (e) {
+          formErr.textContent = t('error.generic', { reason: e.message });
+        }
+      });
+    });
+    rotateSet = h('fieldset', { class: 'field fieldset rotate-box', 'aria-describedby': 'edit-rotate-hint' },
+      h('legend', {}, t('rotate.legend')),
+      h('p', { class: 'hint', id: 'edit-rotate-hint' }, t('secret.hidden')),
+      h('div', { class: 'inline rotate-row' },
+        h('label', { for: 'edit-rotate-grace' }, t('rotate.graceLabel')), grace, rotate));
+  }
+
   append(form,
     field(`${p}-name`, t('form.name'), name),
     field(`${p}-url`, t('form.url'), url, urlHint),
     eventsSet, formatSet, filterSet, owSet, flowSet,
-    existing ? h('p', { class: 'hint' }, t('secret.hidden')) : null,
+    rotateSet,
     formErr,
     h('div', { class: 'modal-actions' }, cancel, submit));
+
+  // isDirty tells the modal whether closing would lose typing.
+  const snapshot = () => JSON.stringify([name.value.trim(), url.value.trim(), pattern.value.trim(),
+    [...checks.querySelectorAll('input:checked')].map((c) => c.value).sort(),
+    (form.querySelector('input[name="format"]:checked') || { value: '' }).value,
+    filter.value.trim(), (form.querySelector('input[name="outside_window"]:checked') || { value: '' }).value,
+    rate.value.trim(), ordering.checked]);
+  // Compared with what the form started from (the event types offered
+  // arrive later, unchecked, and change nothing).
+  const initial = JSON.stringify([existing ? existing.name : '', existing ? existing.url : '', '',
+    existing ? [...existing.events].sort() : [], existing ? existing.format : 'json',
+    existing && existing.filter ? existing.filter : '', ow,
+    existing && existing.rate_limit != null ? String(existing.rate_limit) : '', !!(existing && existing.ordering === 'key')]);
+  let saved = false;
+  form.isDirty = () => !saved && snapshot() !== initial;
 
   // Errors next to their field.
   const errEl = (key) => form.querySelector(`#${p}-${key}-error`);
@@ -767,6 +864,7 @@ function webhookForm(existing, { onCancel, onDone }) {
       if (rateValue !== (existing.rate_limit ?? null)) body.rate_limit = rateValue;
       if (values.ordering !== (existing.ordering || 'none')) body.ordering = values.ordering;
       if (Object.keys(body).length === 0) {
+        saved = true;
         onDone(existing);
         return;
       }
@@ -774,6 +872,7 @@ function webhookForm(existing, { onCancel, onDone }) {
     await withBusy(submit, async () => {
       try {
         const res = existing ? await api.updateWebhook(existing.id, body) : await api.createWebhook(body);
+        saved = true;
         onDone(res);
       } catch (err) {
         showServerError(err);

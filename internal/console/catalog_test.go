@@ -85,6 +85,9 @@ func testCatalogAndFilter(t *testing.T, b context.Context) {
 	// Editing shows what was saved, and clearing the filter removes it.
 	tb.do("editing",
 		chromedp.Click(chromedp.ID("secret-done")),
+		// The secret was not copied: closing asks first.
+		chromedp.WaitVisible(chromedp.ID("confirm-ok")),
+		chromedp.Click(chromedp.ID("confirm-ok")),
 		chromedp.WaitVisible(chromedp.CSS(`tr.webhook-row button[data-action="edit"]`)),
 		chromedp.Click(chromedp.CSS(`tr.webhook-row button[data-action="edit"]`)),
 		chromedp.WaitVisible(chromedp.ID("edit-form")))

@@ -113,8 +113,13 @@ async function refresh(reset, showNew) {
   for (const d of res.deliveries) {
     if (expanded.has(d.id) && expanded.get(d.id) !== d.attempts) changed.push(d.id);
   }
+  // The same answer again (a filter applied twice, by change and by
+  // Enter): nothing to redraw, and the open rows stay open.
+  const unchanged = reset && res.deliveries.length === shownKeys.length && (res.next_cursor || null) === (nextCursor || null) &&
+    res.deliveries.every((d, i) => rowKey(d) === shownKeys[i]) && !!document.getElementById('deliveries-table');
   rows = res.deliveries;
   nextCursor = res.next_cursor;
+  if (unchanged) return;
   if (reset) expanded = new Map();
   renderRows(fresh, reset);
   for (const id of changed) loadDetail(id);

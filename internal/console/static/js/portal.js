@@ -215,7 +215,14 @@ async function start() {
 // A request refused with 401 ends the page's session. Right after an
 // exchange, a 401 without a session error means the browser dropped the
 // cookie (third-party cookies blocked).
+// Several requests may be refused at once (a view loads its list, its
+// filters' options…): the first refusal says why the session ended (the
+// server then drops the cookie, so the next ones look like a missing
+// cookie), and later ones do not change the card.
+let ended = false;
 setUnauthorizedHandler((err) => {
+  if (ended) return;
+  ended = true;
   if (err.code === 'unauthorized' && exchanged) showStatus('cookies');
   else showStatus(statusFor(err));
 });

@@ -44,6 +44,9 @@ func testFlowControl(t *testing.T, b context.Context) {
 	}
 	tb.do("editing: lifting the limit and the order",
 		chromedp.Click(chromedp.ID("secret-done")),
+		// The secret was not copied: closing asks first.
+		chromedp.WaitVisible(chromedp.ID("confirm-ok")),
+		chromedp.Click(chromedp.ID("confirm-ok")),
 		chromedp.WaitVisible(chromedp.CSS(`tr.webhook-row button[data-action="edit"]`)),
 		chromedp.Click(chromedp.CSS(`tr.webhook-row button[data-action="edit"]`)),
 		chromedp.WaitVisible(chromedp.ID("edit-form")))

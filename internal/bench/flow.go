@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -50,44 +49,14 @@ func (b *runner) slow(ctx context.Context) error {
 		return err
 	}
 	defer rp.stop(30 * time.Second)
-	u0, err := rp.usage()
-	if err != nil {
-		return err
-	}
-	s0 := b.snapCPU(rp)
 	events := b.cfg.SlowEvents
 	b.progress("%d events × %d subscriptions answering in %s", events, subs, slowPathDelay)
-	ids, err := insertBulk(ctx, db.pool, events, events)
+	f, err := b.fanToAll(ctx, db, rp, events, subs, "/slow/s/", 10*time.Minute)
 	if err != nil {
 		return err
 	}
-	committed := time.Now()
-	want := len(ids) * subs
-	if _, err := b.recv.waitReceived(ctx, want, 10*time.Minute); err != nil {
-		return err
-	}
-	recordedAt, _, err := db.waitRecorded(ctx, want+20*subs, time.Minute)
-	if err != nil {
-		return err
-	}
-	split := b.cpuSince(s0, rp)
-	u1, err := rp.usage()
-	if err != nil {
-		return err
-	}
-	b.notePeak(u1)
-	rep, err := b.recv.report(ctx)
-	if err != nil {
-		return err
-	}
-	keys := make([]string, 0, want)
-	for _, id := range ids {
-		for i := 1; i <= subs; i++ {
-			keys = append(keys, id+"|/slow/s/"+strconv.Itoa(i))
-		}
-	}
-	c, _ := check(keys, rep)
-	b.noteChecks(c.Missing, c.Duplicates)
+	ids, want, c, u0, u1, split := f.ids, f.want, f.check, f.u0, f.u1, f.split
+	committed, recordedAt := f.committed, f.recordedAt
 	r := &SlowResult{
 		Events: len(ids), Subscriptions: subs, Deliveries: want, ReceiverDelayMs: ms(slowPathDelay),
 		RecordedSeconds: recordedAt.Sub(committed).Seconds(),

@@ -572,43 +572,13 @@ func (b *runner) fanout(ctx context.Context) error {
 		return err
 	}
 	defer rp.stop(30 * time.Second)
-	u0, err := rp.usage()
-	if err != nil {
-		return err
-	}
-	s0 := b.snapCPU(rp)
 	b.progress("%d events × %d subscriptions", b.cfg.FanoutEvents, subs)
-	ids, err := insertBulk(ctx, db.pool, b.cfg.FanoutEvents, b.cfg.FanoutEvents)
+	f, err := b.fanToAll(ctx, db, rp, b.cfg.FanoutEvents, subs, "/s/", 5*time.Minute)
 	if err != nil {
 		return err
 	}
-	committed := time.Now()
-	want := len(ids) * subs
-	if _, err := b.recv.waitReceived(ctx, want, 5*time.Minute); err != nil {
-		return err
-	}
-	recordedAt, _, err := db.waitRecorded(ctx, want+20*subs, time.Minute)
-	if err != nil {
-		return err
-	}
-	split := b.cpuSince(s0, rp)
-	u1, err := rp.usage()
-	if err != nil {
-		return err
-	}
-	b.notePeak(u1)
-	rep, err := b.recv.report(ctx)
-	if err != nil {
-		return err
-	}
-	keys := make([]string, 0, want)
-	for _, id := range ids {
-		for i := 1; i <= subs; i++ {
-			keys = append(keys, id+"|/s/"+strconv.Itoa(i))
-		}
-	}
-	c, last := check(keys, rep)
-	b.noteChecks(c.Missing, c.Duplicates)
+	ids, want, c, u0, u1, split := f.ids, f.want, f.check, f.u0, f.u1, f.split
+	committed, recordedAt, last := f.committed, f.recordedAt, f.last
 	r := &FanoutResult{
 		Events: len(ids), Subscriptions: subs, Deliveries: want, Filter: b.cfg.FanoutFilter,
 		ReceivedSeconds: time.Unix(0, last).Sub(committed).Seconds(),
@@ -623,6 +593,60 @@ func (b *runner) fanout(ctx context.Context) error {
 		return errIncomplete
 	}
 	return nil
+}
+
+// fannedOut is what fanToAll measured: one bulk insert of events that every
+// one of subs subscriptions receives.
+type fannedOut struct {
+	ids                   []string
+	want                  int
+	committed, recordedAt time.Time
+	last                  int64 // receipt of the last delivery, unix ns
+	check                 Check
+	u0, u1                ProcUsage
+	split                 CPUSplit
+}
+
+// fanToAll inserts events in one transaction against a warm relay whose subs
+// subscriptions all match them (their receiver paths are pathPrefix + 1…subs),
+// waits until every delivery is received and recorded, and measures relay's
+// CPU and the receiver's completeness. The fan-out and slow-receiver
+// scenarios share it.
+func (b *runner) fanToAll(ctx context.Context, db *benchDB, rp *relayProc, events, subs int, pathPrefix string, wait time.Duration) (*fannedOut, error) {
+	u0, err := rp.usage()
+	if err != nil {
+		return nil, err
+	}
+	s0 := b.snapCPU(rp)
+	ids, err := insertBulk(ctx, db.pool, events, events)
+	if err != nil {
+		return nil, err
+	}
+	f := &fannedOut{ids: ids, want: len(ids) * subs, committed: time.Now(), u0: u0}
+	if _, err := b.recv.waitReceived(ctx, f.want, wait); err != nil {
+		return nil, err
+	}
+	if f.recordedAt, _, err = db.waitRecorded(ctx, f.want+20*subs, time.Minute); err != nil {
+		return nil, err
+	}
+	f.split = b.cpuSince(s0, rp)
+	if f.u1, err = rp.usage(); err != nil {
+		return nil, err
+	}
+	b.notePeak(f.u1)
+	rep, err := b.recv.report(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, f.want)
+	for _, id := range ids {
+		for i := 1; i <= subs; i++ {
+			keys = append(keys, id+"|"+pathPrefix+strconv.Itoa(i))
+		}
+	}
+	f.check, f.last = check(keys, rep)
+	b.noteChecks(f.check.Missing, f.check.Duplicates)
+	return f, nil
 }
 
 // OverheadResult: the same single-row inserts into relay.outbox and into a

@@ -447,3 +447,52 @@ func TestSendRateLimitHeaders(t *testing.T) {
 		t.Fatalf("Send = %+v", res)
 	}
 }
+
+// writeCounter counts the Write calls made on a connection.
+type writeCounter struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c writeCounter) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A request whose headers and body fit net/http's write buffer leaves in
+// one write: a second one (headers flushed ahead of the body, which net/http
+// does for body types it does not know to be in memory) doubles the system
+// calls of the send path and the segments a receiver reads.
+func TestSendWritesHeadersAndBodyTogether(t *testing.T) {
+	t.Parallel()
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	s := loopbackSender(t, Config{})
+	var writes atomic.Int64
+	dial := s.transport.DialContext
+	s.transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return writeCounter{c, &writes}, nil
+	}
+	const requests = 5
+	for i := range requests {
+		res := s.Send(context.Background(), Request{
+			URL:       srv.URL,
+			Body:      []byte(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, strings.Repeat("x", 500))),
+			Header:    http.Header{"Webhook-Id": {fmt.Sprint("evt_", i)}},
+			Timeout:   5 * time.Second,
+			AllowHTTP: true,
+		})
+		if res.Err != nil || res.StatusCode != http.StatusNoContent {
+			t.Fatalf("Send %d = %+v", i, res)
+		}
+	}
+	if n := writes.Load(); n != requests {
+		t.Errorf("%d requests took %d writes, want one each", requests, n)
+	}
+}

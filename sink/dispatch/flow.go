@@ -56,8 +56,12 @@ type flowState struct {
 	circuit     bool      // the circuit is open: probes only
 	failsInRow  int       // failed attempts here since the last success
 	rateLimited bool
-	askedAt     time.Time
-	idleSince   time.Time
+	// deniedAt is when the last ask got fewer slots than it wanted
+	// (another relay holds them): asking again waits flowRetry from it.
+	deniedAt time.Time
+	// busyAt is the last moment this relay had a request of it in flight
+	// or queued: the share is given back flowIdle after it.
+	busyAt time.Time
 }
 
 // mayStartLocked reports whether st may start j now. When a share or a
@@ -75,7 +79,7 @@ func (d *Dispatcher) mayStartLocked(st *subState, j *job, now time.Time) bool {
 	if st.sending >= f.slots || !now.Add(j.timeout).Before(f.leaseUntil) {
 		// Asked lately and not granted (another relay holds the share):
 		// the flow loop asks again at its retry time, not at every pump.
-		if now.Sub(f.askedAt) >= flowRetry {
+		if now.Sub(f.deniedAt) >= flowRetry {
 			d.wakeFlow()
 		}
 		return false
@@ -153,10 +157,8 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 		if queued > 0 {
 			w = st.maxInFlight
 		}
-		if w == 0 && f.idleSince.IsZero() {
-			f.idleSince = now
-		} else if w > 0 {
-			f.idleSince = time.Time{}
+		if w > 0 {
+			f.busyAt = now
 		}
 		held := now.Before(f.holdUntil)
 		if held && queued > 0 {
@@ -164,16 +166,19 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 		}
 		need := force && (f.slots > 0 || w > 0)
 		if w > f.slots {
-			if now.Sub(f.askedAt) >= flowRetry {
+			if now.Sub(f.deniedAt) >= flowRetry {
 				need = true
 			} else {
-				soon(f.askedAt.Add(flowRetry))
+				soon(f.deniedAt.Add(flowRetry))
 			}
 		}
 		if f.slots > 0 {
 			renewAt := f.leaseUntil.Add(-f.leaseFor / 2)
 			if w == 0 && st.sending == 0 {
-				renewAt = f.idleSince.Add(flowIdle) // give it back
+				// Idle since its last request: give it back. Idle at
+				// this instant is not enough: between two requests a
+				// steady sender has none in flight most of the time.
+				renewAt = f.busyAt.Add(flowIdle)
 			}
 			if !now.Before(renewAt) {
 				need = true
@@ -207,7 +212,6 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 		} else {
 			lease += 60 * time.Second
 		}
-		f.askedAt = now
 		ids = append(ids, id)
 		want = append(want, int32(w))
 		sending = append(sending, int32(st.sending))
@@ -247,8 +251,9 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 	}
 	after := time.Now()
 	leaseOf := map[int64]float64{}
+	wantOf := map[int64]int32{}
 	for i, id := range ids {
-		leaseOf[id] = leases[i]
+		leaseOf[id], wantOf[id] = leases[i], want[i]
 	}
 	var handBack []*job
 	d.mu.Lock()
@@ -262,6 +267,10 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 		// the database's now at the time of the answer.
 		local := func(t time.Time) time.Time { return after.Add(t.Sub(g.dbNow)) }
 		f.slots = g.slots
+		f.deniedAt = time.Time{}
+		if int32(g.slots) < wantOf[g.id] {
+			f.deniedAt = after
+		}
 		if g.lease != nil {
 			f.leaseFor = time.Duration(leaseOf[g.id] * float64(time.Second))
 			f.leaseUntil = before.Add(f.leaseFor) // a lease that began no earlier than before

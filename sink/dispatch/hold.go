@@ -90,6 +90,7 @@ func (d *Dispatcher) markRunnableLocked(id int64, st *subState) {
 // pumpLocked starts queued jobs while slots are free, one subscription
 // after another so that a big backlog does not starve the others.
 func (d *Dispatcher) pumpLocked() {
+	now := time.Now()
 	for !d.stopping && d.inflight < d.cfg.Concurrency && len(d.runnable) > 0 {
 		id := d.runnable[0]
 		d.runnable = d.runnable[1:]
@@ -98,7 +99,7 @@ func (d *Dispatcher) pumpLocked() {
 			continue
 		}
 		st.runnable = false
-		if len(st.queue) == 0 || !d.mayStartLocked(st, st.queue[0], time.Now()) {
+		if len(st.queue) == 0 || !d.mayStartLocked(st, st.queue[0], now) {
 			continue
 		}
 		j := st.queue[0]
@@ -108,6 +109,7 @@ func (d *Dispatcher) pumpLocked() {
 		st.queue[0] = nil
 		st.queue = st.queue[1:]
 		st.sending++
+		st.flow.busyAt = now
 		d.inflight++
 		d.jobs <- j // never blocks: the channel holds at most inflight jobs
 		d.markRunnableLocked(id, st)
@@ -119,6 +121,7 @@ func (d *Dispatcher) sentLocked(j *job, now time.Time) {
 	d.inflight--
 	if st := d.subs[j.subID]; st != nil {
 		st.sending--
+		st.flow.busyAt = now
 		if !st.rateAt.IsZero() {
 			st.rate *= math.Exp(-now.Sub(st.rateAt).Seconds() / rateTau.Seconds())
 		}

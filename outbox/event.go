@@ -52,6 +52,24 @@ type Handler interface {
 	HandleEvents(ctx context.Context, events []Event) error
 }
 
+// PipelinedHandler is a Handler that may return before its last commit is
+// confirmed, so that the stream hands the next events over while that
+// commit's WAL is flushed (at low rates, waiting for it idled the stream
+// for half of each event's way through relay). The stream still
+// acknowledges a transaction only once every commit up to its last events
+// is confirmed, in order, and it waits for the oldest before starting
+// more than maxOverlapped.
+type PipelinedHandler interface {
+	Handler
+	// StartEvents begins handling events. When it returns nil, durable
+	// (when not nil) receives exactly one value once the writes have
+	// committed (nil) or failed (the stream then reconnects and replays
+	// from its acknowledged position); a nil durable means they have
+	// committed already. Calls are not concurrent; an implementation
+	// decides itself which of its writes may overlap the next call's.
+	StartEvents(ctx context.Context, events []Event) (durable <-chan error, err error)
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, events []Event) error
 

@@ -333,6 +333,9 @@ func (s *Stream) session(ctx context.Context) error {
 	l := loop{s: s, conn: conn, dec: newDecoder(), ack: s.AckedLSN(), committed: s.AckedLSN(), report: time.NewTimer(time.Hour)}
 	l.report.Stop()
 	defer l.report.Stop()
+	// Commits still being confirmed are waited for before leaving, so
+	// that the last report says all that is durable.
+	defer l.settleOverlapped()
 	ticker := time.NewTicker(s.cfg.StatusInterval)
 	defer ticker.Stop()
 	linger := time.NewTimer(time.Hour)
@@ -352,6 +355,10 @@ func (s *Stream) session(ctx context.Context) error {
 		case <-l.report.C:
 			l.reportArmed = false
 			if err := l.sendStatus(false); err != nil {
+				return err
+			}
+		case err := <-l.oldestDurable():
+			if err := l.confirmOldest(err); err != nil {
 				return err
 			}
 		case <-linger.C:
@@ -419,6 +426,70 @@ type loop struct {
 	reportedAt  time.Time
 	report      *time.Timer
 	reportArmed bool
+	// overlapped are the handler's commits still to be confirmed, oldest
+	// first (see PipelinedHandler).
+	overlapped []overlappedCommit
+}
+
+// overlappedCommit is a hand-over whose commit is not yet confirmed.
+type overlappedCommit struct {
+	durable <-chan error
+	// ackTo is the position acknowledged once it is confirmed (zero: none
+	// moves, its transaction is not fully read).
+	ackTo pglogrepl.LSN
+}
+
+// maxOverlapped bounds the commits the handler may have unconfirmed: the
+// stream waits for the oldest before handing over more.
+const maxOverlapped = 4
+
+// oldestDurable is the channel of the oldest unconfirmed commit, nil (which
+// never receives) when there is none.
+func (l *loop) oldestDurable() <-chan error {
+	if len(l.overlapped) == 0 {
+		return nil
+	}
+	return l.overlapped[0].durable
+}
+
+// confirmOldest takes the outcome of the oldest unconfirmed commit and
+// moves the acknowledged position past its events when it committed.
+func (l *loop) confirmOldest(err error) error {
+	oc := l.overlapped[0]
+	l.overlapped[0] = overlappedCommit{}
+	l.overlapped = l.overlapped[1:]
+	if err != nil {
+		return fmt.Errorf("handling events: %w", err)
+	}
+	if oc.ackTo > l.ack {
+		l.ack = oc.ackTo
+		l.s.acked.Store(uint64(l.ack))
+		return l.reportSoon()
+	}
+	return nil
+}
+
+// settleOverlapped waits, a bounded time, for the commits still
+// unconfirmed at the end of a session and acknowledges what they made
+// durable. Those not confirmed in time are replayed next session; their
+// writes absorb the replay.
+func (l *loop) settleOverlapped() {
+	if len(l.overlapped) == 0 {
+		return
+	}
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	for len(l.overlapped) > 0 {
+		select {
+		case err := <-l.overlapped[0].durable:
+			if l.confirmOldest(err) != nil {
+				return
+			}
+		case <-deadline.C:
+			return
+		}
+	}
+	_ = l.sendStatus(false)
 }
 
 func (l *loop) handle(ctx context.Context, msg pgproto3.BackendMessage) error {
@@ -436,7 +507,7 @@ func (l *loop) handle(ctx context.Context, msg pgproto3.BackendMessage) error {
 			// Nothing in flight: every transaction before the server's
 			// position has been handled, so the slot may move past WAL that
 			// other tables wrote. This keeps an idle outbox from retaining WAL.
-			if !l.dec.inTx && len(l.pending) == 0 && l.committed <= l.ack && ka.ServerWALEnd > l.ack {
+			if !l.dec.inTx && len(l.pending) == 0 && len(l.overlapped) == 0 && l.committed <= l.ack && ka.ServerWALEnd > l.ack {
 				l.ack = ka.ServerWALEnd
 				l.committed = ka.ServerWALEnd
 				l.s.acked.Store(uint64(l.ack))
@@ -493,13 +564,38 @@ func (l *loop) decode(ctx context.Context, data []byte) error {
 // half-read, moves the acknowledged position to the last commit.
 func (l *loop) flush(ctx context.Context) error {
 	if len(l.pending) > 0 {
-		if err := l.s.cfg.Handler.HandleEvents(ctx, l.pending); err != nil {
+		var durable <-chan error
+		var err error
+		if ph, ok := l.s.cfg.Handler.(PipelinedHandler); ok {
+			for len(l.overlapped) >= maxOverlapped {
+				select {
+				case err := <-l.overlapped[0].durable:
+					if err := l.confirmOldest(err); err != nil {
+						return err
+					}
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			durable, err = ph.StartEvents(ctx, l.pending)
+		} else {
+			err = l.s.cfg.Handler.HandleEvents(ctx, l.pending)
+		}
+		if err != nil {
 			return fmt.Errorf("handling %d events: %w", len(l.pending), err)
+		}
+		if durable != nil {
+			l.overlapped = append(l.overlapped, overlappedCommit{durable: durable})
 		}
 		l.s.events.Add(int64(len(l.pending)))
 		clear(l.pending)
 		l.pending = l.pending[:0]
 		l.flushed = time.Now()
+	}
+	if !l.dec.inTx && l.committed > l.ack && len(l.overlapped) > 0 {
+		// Acknowledged once the commits before it are confirmed.
+		l.overlapped[len(l.overlapped)-1].ackTo = l.committed
+		return nil
 	}
 	if !l.dec.inTx && l.committed > l.ack {
 		l.ack = l.committed

@@ -20,6 +20,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pgoutbox/relay/internal/admin"
 	"github.com/pgoutbox/relay/internal/buildinfo"
 	"github.com/pgoutbox/relay/internal/dbwait"
@@ -303,13 +305,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		Publication: a.cfg.Publication,
 		Logger:      a.log,
 		StampDecode: a.cfg.Tracer != nil,
-		Handler: outbox.HandlerFunc(func(ctx context.Context, evs []outbox.Event) error {
-			if err := fan.HandleEvents(ctx, evs); err != nil {
-				return err
-			}
-			a.metrics.EventsCaptured.Add(float64(len(evs)))
-			return nil
-		}),
+		Handler:     capturedCounter{fan: fan, captured: a.metrics.EventsCaptured},
 	})
 	if err != nil {
 		return err
@@ -537,4 +533,29 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// capturedCounter is the stream's handler: fan-out, counting the events
+// it was handed. It passes on fan-out's overlapped commits
+// (outbox.PipelinedHandler).
+type capturedCounter struct {
+	fan      *fanout.Fanout
+	captured prometheus.Counter
+}
+
+func (c capturedCounter) HandleEvents(ctx context.Context, evs []outbox.Event) error {
+	if err := c.fan.HandleEvents(ctx, evs); err != nil {
+		return err
+	}
+	c.captured.Add(float64(len(evs)))
+	return nil
+}
+
+func (c capturedCounter) StartEvents(ctx context.Context, evs []outbox.Event) (<-chan error, error) {
+	durable, err := c.fan.StartEvents(ctx, evs)
+	if err != nil {
+		return nil, err
+	}
+	c.captured.Add(float64(len(evs)))
+	return durable, nil
 }

@@ -201,31 +201,59 @@ LEFT JOIN (
 
 // HandleEvents writes the deliveries of events and commits before returning.
 func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error {
+	durable, err := f.StartEvents(ctx, events)
+	if err != nil {
+		return err
+	}
+	if durable != nil {
+		return <-durable
+	}
+	return nil
+}
+
+// StartEvents writes the deliveries of events and returns as soon as the
+// next events may be handed over, which can be before the last statement's
+// commit is confirmed: durable then receives its outcome (see
+// outbox.PipelinedHandler). It overlaps that commit's WAL flush with the
+// next batch's statement only when the statement left no delivery pending
+// and handed all it claimed to this relay's dispatcher. Pending deliveries
+// are claimed from the table, where deliveries ordered by key must appear
+// in commit order; a batch that leaves some is committed before this
+// returns, so no later batch can commit ahead of it.
+func (f *Fanout) StartEvents(ctx context.Context, events []outbox.Event) (durable <-chan error, err error) {
 	for len(events) > 0 {
 		n := len(events)
 		if per := f.perEvent.Load(); per > 0 {
 			n = min(n, max(1, int(chunkDeliveries*1000/per)))
 		}
+		last := n == len(events)
 		var spans []trace.Span
 		if f.cfg.Spans != nil {
 			spans = f.startSpans(ctx, events[:n])
 		}
-		created, err := f.handleChunk(ctx, events[:n])
+		created, commit, err := f.handleChunk(ctx, events[:n], last)
 		if spans != nil {
+			// The span ends at the statement; an overlapped commit's
+			// outcome is the stream's to report.
 			endSpans(spans, n, created, err)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		f.perEvent.Store(max(1, created*1000/int64(n)))
 		events = events[n:]
+		if commit != nil {
+			return commit, nil // last is true: nothing follows
+		}
 	}
-	return nil
+	return nil, nil
 }
 
 // handleChunk writes the deliveries of events in one statement and returns
-// how many it created.
-func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64, error) {
+// how many it created. With mayOverlap, when the statement has handed all
+// its deliveries over, it may return before the commit is confirmed, with
+// the channel that receives its outcome (nil when it has committed).
+func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event, mayOverlap bool) (int64, <-chan error, error) {
 	ids := make([]string, len(events))
 	uuids := make([][16]byte, len(events))
 	allParsed := true
@@ -289,6 +317,7 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 	}
 	var created, pending int64
 	handed, accepted := 0, false
+	var commit func() error
 	insert := func() error {
 		if h == nil {
 			// One statement, so one round trip: it is its own transaction,
@@ -299,7 +328,7 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 			return err
 		}
 		var err error
-		created, pending, handed, accepted, err = f.insertClaiming(ctx, h, fanoutStart, events, idArg, cands, payloads, owners, targets, skips)
+		created, pending, handed, accepted, commit, err = f.insertClaiming(ctx, h, fanoutStart, events, idArg, cands, payloads, owners, targets, skips)
 		return err
 	}
 	// Logical decoding may hand over a transaction a moment before its rows
@@ -330,13 +359,26 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 		if h != nil && !accepted {
 			h.Cancel()
 		}
-		return 0, fmt.Errorf("inserting deliveries: %w", err)
+		return 0, nil, fmt.Errorf("inserting deliveries: %w", err)
 	}
-	f.log.Debug().Int("num_events", len(events)).Int64("num_deliveries", created).Int("num_handed_over", handed).Msg("fanned out")
-	if pending > 0 && f.cfg.OnDeliveries != nil {
-		f.cfg.OnDeliveries(int(pending))
+	done := func() error {
+		if commit != nil {
+			if err := commit(); err != nil {
+				return fmt.Errorf("inserting deliveries: %w", err)
+			}
+		}
+		f.log.Debug().Int("num_events", len(events)).Int64("num_deliveries", created).Int("num_handed_over", handed).Msg("fanned out")
+		if pending > 0 && f.cfg.OnDeliveries != nil {
+			f.cfg.OnDeliveries(int(pending))
+		}
+		return nil
 	}
-	return created, nil
+	if commit == nil || !mayOverlap || pending > 0 {
+		return created, nil, done()
+	}
+	durable := make(chan error, 1) // never blocks the sender
+	go func() { durable <- done() }()
+	return created, durable, nil
 }
 
 // insertClaiming runs fanoutClaimSQL and hands the deliveries it claimed
@@ -346,28 +388,34 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event) (int64,
 // rows before it flushes the commit to the WAL, and the requests overlap
 // that flush instead of waiting for it. The dispatcher records their
 // attempts only once the commit is confirmed (dispatch.Commit); the
-// stream acknowledges the WAL only once this returns, after it. Still one
-// round trip and one statement.
+// stream acknowledges the WAL only once it is. Still one round trip and
+// one statement. When the statement succeeded, commit reads the Sync's
+// outcome and lets go of the connection; it must be called exactly once.
 func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanoutStart time.Time, events []outbox.Event,
-	ids any, cands, payloads []string, owners []*string, targets, skips []*int64) (created, pending int64, handed int, accepted bool, err error) {
+	ids any, cands, payloads []string, owners []*string, targets, skips []*int64) (created, pending int64, handed int, accepted bool, commit func() error, err error) {
 	// Not cancelled with ctx, for the same reason as the dispatcher's claim:
 	// rows claimed by a statement that commits after Stop would wait for
 	// their lease to end.
 	ctx = context.WithoutCancel(ctx)
 	conn, err := f.pool.Acquire(ctx)
 	if err != nil {
-		return 0, 0, 0, false, err
+		return 0, 0, 0, false, nil, err
 	}
-	defer conn.Release()
+	released := false
+	defer func() {
+		if !released {
+			conn.Release()
+		}
+	}()
 	c := conn.Conn()
 	sd, err := c.Prepare(ctx, fanoutClaimSQL, fanoutClaimSQL)
 	if err != nil {
-		return 0, 0, 0, false, err
+		return 0, 0, 0, false, nil, err
 	}
 	var eqb pgx.ExtendedQueryBuilder
 	if err := eqb.Build(c.TypeMap(), sd, []any{ids, cands, owners, targets, skips, h.RoomIDs, h.RoomN, h.HoldPerSlot, h.Free,
 		h.WorkerID, h.Lease.String(), payloads}); err != nil {
-		return 0, 0, 0, false, fmt.Errorf("encoding the fan-out: %w", err)
+		return 0, 0, 0, false, nil, fmt.Errorf("encoding the fan-out: %w", err)
 	}
 	p := c.PgConn().StartPipeline(ctx)
 	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
@@ -375,7 +423,7 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanout
 	p.SendPipelineSync()
 	if err := p.Flush(); err != nil {
 		_ = p.Close()
-		return 0, 0, 0, false, err
+		return 0, 0, 0, false, nil, err
 	}
 	claimed, err := f.readClaimed(p, c.TypeMap(), events, &created, &pending)
 	if err != nil {
@@ -389,39 +437,44 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanout
 			// must not change result type") would fail every retry.
 			_ = c.Deallocate(ctx, fanoutClaimSQL)
 		}
-		return 0, 0, 0, false, err
+		return 0, 0, 0, false, nil, err
 	}
-	var commit *dispatch.Commit
+	var confirm *dispatch.Commit
 	if len(claimed) > 0 {
-		commit = dispatch.NewCommit()
+		confirm = dispatch.NewCommit()
 	}
 	if !fanoutStart.IsZero() {
 		for i := range claimed {
 			claimed[i].Stages.FanoutStart = fanoutStart
 		}
 	}
-	if err := h.Accept(ctx, claimed, commit); err != nil {
+	if err := h.Accept(ctx, claimed, confirm); err != nil {
 		// The deliveries are claimed: their lease runs out and they are
 		// sent then. Fan-out itself goes on.
 		f.log.Warn().Err(err).Msg("handing deliveries to the dispatcher")
 	}
-	_, err = p.GetResults() // the Sync: the commit
-	if cerr := p.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && !fanoutStart.IsZero() {
-		committed := time.Now()
-		for i := range claimed {
-			claimed[i].Stages.FanoutCommit = committed
+	released = true
+	commit = func() error {
+		defer conn.Release()
+		_, err := p.GetResults() // the Sync: the commit
+		if cerr := p.Close(); err == nil {
+			err = cerr
 		}
+		if err == nil && !fanoutStart.IsZero() {
+			committed := time.Now()
+			for i := range claimed {
+				claimed[i].Stages.FanoutCommit = committed
+			}
+		}
+		if confirm != nil {
+			confirm.Resolve(err)
+		}
+		if err != nil {
+			return fmt.Errorf("committing: %w", err)
+		}
+		return nil
 	}
-	if commit != nil {
-		commit.Resolve(err)
-	}
-	if err != nil {
-		return 0, 0, 0, true, fmt.Errorf("committing: %w", err)
-	}
-	return created, pending, len(claimed), true, nil
+	return created, pending, len(claimed), true, commit, nil
 }
 
 // readClaimed reads the fan-out statement's rows: the counts, and one row

@@ -91,7 +91,7 @@ func benchFanout(b *testing.B, filter string, perEvent int) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		created, err := f.handleChunk(ctx, evs)
+		created, _, err := f.handleChunk(ctx, evs, false)
 		if err != nil {
 			b.Fatal(err)
 		}

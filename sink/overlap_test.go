@@ -1,0 +1,139 @@
+package sink_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/pgoutbox/relay/internal/pgtest"
+	"github.com/pgoutbox/relay/outbox"
+)
+
+// heldCommits is a PipelinedHandler whose commits the test confirms: each
+// StartEvents call returns at once with a durable channel the test
+// resolves later.
+type heldCommits struct {
+	mu    sync.Mutex
+	calls []heldCall
+	added chan struct{}
+}
+
+type heldCall struct {
+	events  []outbox.Event
+	durable chan error
+}
+
+func (h *heldCommits) HandleEvents(context.Context, []outbox.Event) error {
+	return errors.New("the stream must use StartEvents")
+}
+
+func (h *heldCommits) StartEvents(_ context.Context, evs []outbox.Event) (<-chan error, error) {
+	c := heldCall{events: append([]outbox.Event(nil), evs...), durable: make(chan error, 1)}
+	h.mu.Lock()
+	h.calls = append(h.calls, c)
+	h.mu.Unlock()
+	h.added <- struct{}{}
+	return c.durable, nil
+}
+
+// next waits for the next StartEvents call.
+func (h *heldCommits) next(t *testing.T) heldCall {
+	t.Helper()
+	select {
+	case <-h.added:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stream handed nothing over")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.calls[len(h.calls)-1]
+}
+
+// The stream hands the next events over while an earlier commit is still
+// unconfirmed, acknowledges positions only in commit order once the
+// commits before them are confirmed, and replays from the acknowledged
+// position when a commit fails.
+func TestCaptureOverlappedCommitsAcknowledgeInOrder(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	h := &heldCommits{added: make(chan struct{}, 16)}
+	s := startCapture(t, db, func(outbox.Handler) outbox.Handler { return h })
+
+	db.Exec(t, `SELECT relay.emit('a.one', '{}')`)
+	first := h.next(t)
+	// Nothing confirmed: the second event is handed over all the same.
+	db.Exec(t, `SELECT relay.emit('a.two', '{}')`)
+	second := h.next(t)
+	if first.events[0].Type != "a.one" || second.events[0].Type != "a.two" {
+		t.Fatalf("handed over %s then %s", first.events[0].Type, second.events[0].Type)
+	}
+	before := s.AckedLSN()
+	if before >= first.events[0].CommitLSN {
+		t.Fatalf("acknowledged %s before any commit was confirmed (first event's commit at %s)", before, first.events[0].CommitLSN)
+	}
+
+	// The second commit confirmed first moves nothing: the first one is
+	// still open, and the slot must keep its event.
+	second.durable <- nil
+	time.Sleep(300 * time.Millisecond)
+	if got := s.AckedLSN(); got != before {
+		t.Fatalf("acknowledged %s with the first commit unconfirmed, was %s", got, before)
+	}
+	first.durable <- nil
+	waitFor(t, 10*time.Second, "both events acknowledged", func() bool { return s.AckedLSN() >= second.events[0].CommitLSN })
+	acked := s.AckedLSN()
+	waitFor(t, 10*time.Second, "the slot to confirm them", func() bool {
+		var confirmed string
+		_ = db.Pool.QueryRow(context.Background(), `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, db.Name).Scan(&confirmed)
+		lsn, err := pglogrepl.ParseLSN(confirmed)
+		return err == nil && lsn >= acked
+	})
+
+	// A commit that fails is not acknowledged: its event comes again.
+	db.Exec(t, `SELECT relay.emit('a.three', '{}')`)
+	third := h.next(t)
+	third.durable <- errors.New("commit failed")
+	again := h.next(t)
+	if again.events[0].EventID != third.events[0].EventID {
+		t.Fatalf("after a failed commit the stream handed over %s, want %s again", again.events[0].EventID, third.events[0].EventID)
+	}
+	if got := s.AckedLSN(); got >= third.events[0].CommitLSN {
+		t.Fatalf("acknowledged %s past the failed commit at %s", got, third.events[0].CommitLSN)
+	}
+	again.durable <- nil
+	waitFor(t, 10*time.Second, "the replayed event acknowledged", func() bool { return s.AckedLSN() >= third.events[0].CommitLSN })
+}
+
+// At most a few commits stay unconfirmed: the stream waits for the oldest
+// before handing over more.
+func TestCaptureOverlappedCommitsAreBounded(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	h := &heldCommits{added: make(chan struct{}, 64)}
+	startCapture(t, db, func(outbox.Handler) outbox.Handler { return h })
+	var calls []heldCall
+	for i := 0; i < 4; i++ {
+		db.Exec(t, `SELECT relay.emit('a.n', '{}')`)
+		calls = append(calls, h.next(t))
+	}
+	db.Exec(t, `SELECT relay.emit('a.fifth', '{}')`)
+	select {
+	case <-h.added:
+		t.Fatal("a fifth hand-over started with four commits unconfirmed")
+	case <-time.After(500 * time.Millisecond):
+	}
+	calls[0].durable <- nil
+	fifth := h.next(t)
+	if fifth.events[0].Type != "a.fifth" {
+		t.Fatalf("handed over %s", fifth.events[0].Type)
+	}
+	for _, c := range append(calls[1:], fifth) {
+		c.durable <- nil
+	}
+}
+
+var _ outbox.PipelinedHandler = (*heldCommits)(nil)

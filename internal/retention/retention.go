@@ -269,11 +269,12 @@ func (j *Job) Run(ctx context.Context) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	var after int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		n, more, err := j.deleteBatch(ctx, conn, retention, horizon)
+		n, more, err := j.deleteBatch(ctx, conn, retention, horizon, &after)
 		res.Events += n
 		if err != nil {
 			return res, fmt.Errorf("retention: removing events: %w", err)
@@ -352,12 +353,19 @@ func (j *Job) slotHorizon(ctx context.Context, conn *pgxpool.Conn) (time.Time, e
 }
 
 // candidatesSQL picks old events with no delivery still to do, locking
-// them; $3 is the slot horizon (NULL: none).
+// them; $3 is the slot horizon (NULL: none), $4 the last id the run's
+// previous batch looked at. Starting after it, each batch reads the id
+// index from where the previous one stopped: from the start, every batch
+// would step over the index entries of all the rows the run has deleted
+// so far, which vacuum has not removed yet, and a day of a busy outbox
+// is hundreds of batches. An event passed over (it had a delivery to do)
+// is looked at again by the next run.
 const candidatesSQL = `
 SELECT o.id, o.event_id::text
 FROM relay.outbox AS o
 WHERE o.created_at < now() - $1::interval
   AND ($3::timestamptz IS NULL OR o.created_at < $3::timestamptz)
+  AND o.id > $4
   AND NOT EXISTS (
       SELECT 1 FROM relay.deliveries AS d
       WHERE d.event_id = o.event_id AND d.status IN ('pending', 'delivering'))
@@ -365,14 +373,15 @@ ORDER BY o.id
 LIMIT $2
 FOR UPDATE OF o SKIP LOCKED`
 
-// deleteBatch removes at most BatchSize events in one transaction and
-// reports whether there may be more.
+// deleteBatch removes at most BatchSize events with an id above *after in
+// one transaction, moves *after to the last one it looked at, and reports
+// whether there may be more.
 //
 // The candidates' deliveries are locked and their status read again before
 // the delete: a delivery redelivered or replayed since the candidates were
 // chosen is pending again and keeps its event. While the locks are held no
 // one can re-queue them, so the cascade removes only finished work.
-func (j *Job) deleteBatch(ctx context.Context, conn *pgxpool.Conn, retention time.Duration, horizon time.Time) (removed int, more bool, err error) {
+func (j *Job) deleteBatch(ctx context.Context, conn *pgxpool.Conn, retention time.Duration, horizon time.Time, after *int64) (removed int, more bool, err error) {
 	var horizonArg *time.Time
 	if !horizon.IsZero() {
 		horizonArg = &horizon
@@ -381,8 +390,9 @@ func (j *Job) deleteBatch(ctx context.Context, conn *pgxpool.Conn, retention tim
 		ID      int64
 		EventID string
 	}
+	var last int64
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, candidatesSQL, retention, j.cfg.BatchSize, horizonArg)
+		rows, _ := tx.Query(ctx, candidatesSQL, retention, j.cfg.BatchSize, horizonArg, *after)
 		cands, err := pgx.CollectRows(rows, pgx.RowToStructByPos[candidate])
 		if err != nil {
 			return err
@@ -391,6 +401,7 @@ func (j *Job) deleteBatch(ctx context.Context, conn *pgxpool.Conn, retention tim
 		if len(cands) == 0 {
 			return nil
 		}
+		last = cands[len(cands)-1].ID // ORDER BY o.id
 		eventIDs := make([]string, len(cands))
 		for i, c := range cands {
 			eventIDs[i] = c.EventID
@@ -429,5 +440,6 @@ func (j *Job) deleteBatch(ctx context.Context, conn *pgxpool.Conn, retention tim
 	if err != nil {
 		return 0, false, err
 	}
+	*after = max(*after, last)
 	return removed, more, nil
 }

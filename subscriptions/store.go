@@ -319,12 +319,21 @@ func (st *Store) SetEnabled(ctx context.Context, id int64, owner *string, enable
 	return st.Update(ctx, id, owner, UpdateParams{Enabled: &enabled, DisabledReason: &reason})
 }
 
-// Delete removes one subscription with its deliveries and their attempts.
+// Delete removes one subscription with its deliveries (ON DELETE CASCADE)
+// and their attempts, which reference their delivery without a foreign key
+// (migration 000007), in one statement.
 func (st *Store) Delete(ctx context.Context, id int64, owner *string) error {
 	args := []any{id}
 	where := ownerClause("s", owner, &args)
 	var deleted int64
-	err := st.pool.QueryRow(ctx, `DELETE FROM relay.subscriptions AS s WHERE s.id = $1 AND `+where+` RETURNING s.id`, args...).Scan(&deleted)
+	err := st.pool.QueryRow(ctx, `
+		WITH s AS (
+			DELETE FROM relay.subscriptions AS s WHERE s.id = $1 AND `+where+` RETURNING s.id
+		), a AS (
+			DELETE FROM relay.delivery_attempts AS a USING relay.deliveries AS d, s
+			WHERE d.subscription_id = s.id AND a.delivery_id = d.id
+		)
+		SELECT id FROM s`, args...).Scan(&deleted)
 	if err != nil {
 		return fmt.Errorf("deleting subscription %d: %w", id, translate(err))
 	}

@@ -496,3 +496,37 @@ func TestSettings(t *testing.T) {
 		t.Fatalf("allow http %v %v", allow, err)
 	}
 }
+
+// Attempts reference their delivery without a foreign key (migration
+// 000007), so deleting a subscription deletes its deliveries' attempts
+// itself, and nobody else's.
+func TestDeleteRemovesItsAttempts(t *testing.T) {
+	t.Parallel()
+	st, db := newStore(t)
+	ctx := context.Background()
+	gone := mustCreate(t, st, subscriptions.CreateParams{Name: "gone", URL: "https://a.example.com/1", EventTypes: []string{"*"}})
+	kept := mustCreate(t, st, subscriptions.CreateParams{Name: "kept", URL: "https://b.example.com/1", EventTypes: []string{"*"}})
+	db.Exec(t, `INSERT INTO relay.outbox (event_type, payload) VALUES ('a.b', '{}')`)
+	db.Exec(t, `INSERT INTO relay.deliveries (event_id, subscription_id, status, attempts)
+		SELECT o.event_id, s.id, 'succeeded', 2 FROM relay.outbox AS o, relay.subscriptions AS s`)
+	db.Exec(t, `INSERT INTO relay.delivery_attempts (delivery_id, attempt, started_at, outcome)
+		SELECT d.id, n, now(), 'succeeded' FROM relay.deliveries AS d, generate_series(1, 2) AS n`)
+	if err := st.Delete(ctx, gone.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	var left, leftKept int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE d.subscription_id = $1)
+		FROM relay.delivery_attempts AS a LEFT JOIN relay.deliveries AS d ON d.id = a.delivery_id`, kept.ID).Scan(&left, &leftKept); err != nil {
+		t.Fatal(err)
+	}
+	if left != 2 || leftKept != 2 {
+		t.Fatalf("%d attempts left (%d of the kept subscription), want the kept subscription's 2", left, leftKept)
+	}
+	if err := st.Delete(ctx, kept.ID, ptr("someone")); !errors.Is(err, subscriptions.ErrNotFound) {
+		t.Fatalf("delete by another owner: %v", err)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM relay.delivery_attempts`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("a refused delete left %d attempts (%v), want 2", n, err)
+	}
+}

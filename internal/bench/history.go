@@ -18,11 +18,14 @@ import (
 //
 //   - "one table": every attempt in one table, as version 1 kept them and as
 //     an upgraded install holds them on its first day (the old table is its
-//     first partition); retention deletes a day of it in batches, through
-//     the outbox and ON DELETE CASCADE, which is what version 1 did;
-//   - "daily partitions": the layout relay keeps from then on; retention
-//     drops the day's attempt partition, then deletes the day's events and
-//     deliveries in batches (those tables are not partitioned).
+//     first partition), with the foreign key from attempts to deliveries
+//     that versions 1 to 6 had; retention deletes a day of it in batches,
+//     through the outbox and ON DELETE CASCADE, which is what version 1
+//     did;
+//   - "daily partitions": the layout relay keeps from then on (no foreign
+//     key since version 7); retention drops the day's attempt partition,
+//     then deletes the day's events and deliveries in batches (those
+//     tables are not partitioned).
 //
 // In each layout it measures: one subscription's last 50 attempts (the query
 // relay log --sub runs; before, the version-1 query ordered by attempt id),
@@ -291,6 +294,14 @@ func loadHistory(ctx context.Context, db *benchDB, n, days int, daily bool) erro
 			lo, hi, start, step)
 		if err != nil {
 			return fmt.Errorf("loading history: %w", err)
+		}
+	}
+	if !daily {
+		// Before version 7 attempts referenced their delivery, and the
+		// retention of one table went through ON DELETE CASCADE.
+		if _, err := conn.Exec(ctx, `ALTER TABLE relay.delivery_attempts ADD CONSTRAINT delivery_attempts_delivery_id_fkey
+			FOREIGN KEY (delivery_id) REFERENCES relay.deliveries (id) ON DELETE CASCADE`); err != nil {
+			return fmt.Errorf("loading history: the version-6 foreign key: %w", err)
 		}
 	}
 	for _, stmt := range []string{`VACUUM (ANALYZE) relay.outbox`, `VACUUM (ANALYZE) relay.deliveries`,

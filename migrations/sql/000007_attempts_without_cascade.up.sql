@@ -1,0 +1,21 @@
+-- Attempts are the delivery log's history: a delivery's state (status,
+-- attempt count, next attempt, last answer) is in relay.deliveries, and
+-- retention removes attempts by dropping whole days (000006). The foreign
+-- key from relay.delivery_attempts to relay.deliveries goes:
+--
+--   - with it, every delivery retention deletes made PostgreSQL look for
+--     its attempts in every daily partition (ON DELETE CASCADE on a
+--     partitioned table is one probe per partition and per row): measured
+--     on 2,000,000 attempts, deleting a day's events and deliveries took
+--     longer with daily partitions than with one table;
+--   - and every recorded attempt checked its delivery and locked it FOR
+--     KEY SHARE, on the recorder's hot path.
+--
+-- Attempts are only ever inserted for a delivery the same statement has
+-- just updated (sink/record), so none is written without its delivery.
+-- Attempts of a delivery deleted by retention stay until their day's
+-- partition is dropped, and every view reaches attempts through an inner
+-- join on their delivery, so such rows are never shown. Deleting a
+-- subscription deletes its deliveries' attempts in the same statement
+-- (subscriptions.Store.Delete).
+ALTER TABLE relay.delivery_attempts DROP CONSTRAINT IF EXISTS delivery_attempts_delivery_id_fkey;

@@ -469,6 +469,16 @@ func (l *loop) confirmOldest(err error) error {
 	return nil
 }
 
+// awaitOldest waits for the oldest unconfirmed commit and confirms it.
+func (l *loop) awaitOldest(ctx context.Context) error {
+	select {
+	case err := <-l.overlapped[0].durable:
+		return l.confirmOldest(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // settleOverlapped waits, a bounded time, for the commits still
 // unconfirmed at the end of a session and acknowledges what they made
 // durable. Those not confirmed in time are replayed next session; their
@@ -477,15 +487,10 @@ func (l *loop) settleOverlapped() {
 	if len(l.overlapped) == 0 {
 		return
 	}
-	deadline := time.NewTimer(5 * time.Second)
-	defer deadline.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for len(l.overlapped) > 0 {
-		select {
-		case err := <-l.overlapped[0].durable:
-			if l.confirmOldest(err) != nil {
-				return
-			}
-		case <-deadline.C:
+		if l.awaitOldest(ctx) != nil {
 			return
 		}
 	}
@@ -568,13 +573,8 @@ func (l *loop) flush(ctx context.Context) error {
 		var err error
 		if ph, ok := l.s.cfg.Handler.(PipelinedHandler); ok {
 			for len(l.overlapped) >= maxOverlapped {
-				select {
-				case err := <-l.overlapped[0].durable:
-					if err := l.confirmOldest(err); err != nil {
-						return err
-					}
-				case <-ctx.Done():
-					return ctx.Err()
+				if err := l.awaitOldest(ctx); err != nil {
+					return err
 				}
 			}
 			durable, err = ph.StartEvents(ctx, l.pending)

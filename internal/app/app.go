@@ -544,11 +544,11 @@ type capturedCounter struct {
 }
 
 func (c capturedCounter) HandleEvents(ctx context.Context, evs []outbox.Event) error {
-	if err := c.fan.HandleEvents(ctx, evs); err != nil {
+	durable, err := c.StartEvents(ctx, evs)
+	if err != nil || durable == nil {
 		return err
 	}
-	c.captured.Add(float64(len(evs)))
-	return nil
+	return <-durable
 }
 
 func (c capturedCounter) StartEvents(ctx context.Context, evs []outbox.Event) (<-chan error, error) {

@@ -250,10 +250,9 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 		return next, fmt.Errorf("acquire_flow: %w", err)
 	}
 	after := time.Now()
-	leaseOf := map[int64]float64{}
-	wantOf := map[int64]int32{}
+	asked := make(map[int64]int, len(ids)) // position in ids, want and leases
 	for i, id := range ids {
-		leaseOf[id], wantOf[id] = leases[i], want[i]
+		asked[id] = i
 	}
 	var handBack []*job
 	d.mu.Lock()
@@ -268,11 +267,11 @@ func (d *Dispatcher) flowOnce(ctx context.Context) (time.Time, error) {
 		local := func(t time.Time) time.Time { return after.Add(t.Sub(g.dbNow)) }
 		f.slots = g.slots
 		f.deniedAt = time.Time{}
-		if int32(g.slots) < wantOf[g.id] {
+		if int32(g.slots) < want[asked[g.id]] {
 			f.deniedAt = after
 		}
 		if g.lease != nil {
-			f.leaseFor = time.Duration(leaseOf[g.id] * float64(time.Second))
+			f.leaseFor = time.Duration(leases[asked[g.id]] * float64(time.Second))
 			f.leaseUntil = before.Add(f.leaseFor) // a lease that began no earlier than before
 		} else {
 			f.leaseUntil, f.leaseFor = time.Time{}, 0

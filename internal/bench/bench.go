@@ -77,6 +77,11 @@ type Config struct {
 	Producers int
 	// Concurrency is relay's --concurrency (default 64, relay's default).
 	Concurrency int
+	// RelayProcs, when positive, is the GOMAXPROCS of the relay processes
+	// (not of PostgreSQL, the receiver or the producers): how relay does
+	// on fewer cores than the machine has, as under a container's CPU
+	// limit. Zero leaves Go's default.
+	RelayProcs int
 	// ProfileDir, when set, makes each relay process write a CPU profile
 	// there (relay-<scenario>.cpu.pprof).
 	ProfileDir string

@@ -60,7 +60,7 @@ func TestBenchDrainSmoke(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{{"bench", "--only", "nope"}, {"bench", "--events", "0"}, {"bench", "extra"}} {
+	for _, args := range [][]string{{"bench", "--only", "nope"}, {"bench", "--events", "0"}, {"bench", "extra"}, {"bench", "--relay-procs", "-1"}} {
 		var errb bytes.Buffer
 		err := (&cli.CLI{Stderr: &errb}).Run(context.Background(), args)
 		if cli.ExitCode(err) != 2 {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,13 +173,23 @@ func (b *runner) startRelayArgs(args []string, tag string) (*relayProc, error) {
 		args = append(append(append([]string{"bench-relay"}, wrap...), "--"), args...)
 	}
 	started := time.Now()
-	c, out, err := startChild("relay", b.exe, b.cfg.ChildEnv, filepath.Join(b.dir, "relay-"+tag+".log"), args...)
+	c, out, err := startChild("relay", b.exe, relayEnv(b.cfg), filepath.Join(b.dir, "relay-"+tag+".log"), args...)
 	if err != nil {
 		return nil, err
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	c.reap()
 	return &relayProc{child: c, started: started, stageTrace: trace}, nil
+}
+
+// relayEnv is what the relay processes get added to their environment:
+// the configured ChildEnv, and GOMAXPROCS when RelayProcs sets it.
+func relayEnv(cfg Config) []string {
+	env := slices.Clone(cfg.ChildEnv)
+	if cfg.RelayProcs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(cfg.RelayProcs))
+	}
+	return env
 }
 
 // receiverProc is the `relay bench-receiver` process and a client of its

@@ -42,6 +42,7 @@ func (c *CLI) bench(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.HistoryDrainEvents, "history-drain", 20000, "history: events of each drain run against the history")
 	fs.IntVar(&cfg.CaptureEvents, "capture-events", 200000, "capture: events decoded (100 per transaction; a quarter of them one per transaction)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "relay's --concurrency")
+	fs.IntVar(&cfg.RelayProcs, "relay-procs", 0, "GOMAXPROCS of the relay processes only, as under a 1-core CPU limit (0: Go's default, the machine's cores)")
 	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "write a CPU profile of each relay process here (go tool pprof)")
 	fs.StringVar(&cfg.RelayLogLevel, "relay-log-level", "warn", "--log-level of the relay processes")
 	fs.BoolVar(&cfg.KeepFiles, "keep", false, "keep the run's directory (relay and receiver logs, the cluster's log)")
@@ -69,8 +70,8 @@ func (c *CLI) bench(ctx context.Context, args []string) error {
 	}
 	if cfg.Events <= 0 || cfg.Rate <= 0 || cfg.FanoutEvents <= 0 || cfg.FanoutSubscriptions <= 0 || cfg.Producers <= 0 ||
 		cfg.SlowEvents <= 0 || cfg.OrderingEvents <= 0 || cfg.OrderingKeys <= 0 ||
-		cfg.Duration <= 0 || cfg.LatencyDuration <= 0 || cfg.Concurrency <= 0 || cfg.Concurrency > 4096 {
-		return usageError("sizes, rates and durations must be positive (concurrency at most 4096)")
+		cfg.Duration <= 0 || cfg.LatencyDuration <= 0 || cfg.Concurrency <= 0 || cfg.Concurrency > 4096 || cfg.RelayProcs < 0 {
+		return usageError("sizes, rates and durations must be positive (concurrency at most 4096, --relay-procs not negative)")
 	}
 	if cfg.ProfileDir != "" {
 		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {

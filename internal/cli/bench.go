@@ -42,7 +42,7 @@ func (c *CLI) bench(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.HistoryDrainEvents, "history-drain", 20000, "history: events of each drain run against the history")
 	fs.IntVar(&cfg.CaptureEvents, "capture-events", 200000, "capture: events decoded (100 per transaction; a quarter of them one per transaction)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "relay's --concurrency")
-	fs.IntVar(&cfg.RelayProcs, "relay-procs", 0, "GOMAXPROCS of the relay processes only, as under a 1-core CPU limit (0: Go's default, the machine's cores)")
+	fs.IntVar(&cfg.RelayProcs, "relay-procs", 0, "GOMAXPROCS of the relay processes only, as under a CPU limit of that many cores (0: Go's default, the machine's cores)")
 	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "write a CPU profile of each relay process here (go tool pprof)")
 	fs.StringVar(&cfg.RelayLogLevel, "relay-log-level", "warn", "--log-level of the relay processes")
 	fs.BoolVar(&cfg.KeepFiles, "keep", false, "keep the run's directory (relay and receiver logs, the cluster's log)")

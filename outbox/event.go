@@ -38,6 +38,15 @@ type Event struct {
 	// CommitLSN and CommitTime are those of the event's transaction.
 	CommitLSN  pglogrepl.LSN
 	CommitTime time.Time
+	// Fresh reports that the event committed after this stream's session
+	// connected (its commit is at or past the server's flushed WAL then):
+	// no earlier run of relay, nor an earlier session of this one, can
+	// have handed it to a handler, so it has no deliveries yet. Events
+	// replayed from the slot's confirmed position are not fresh. Fan-out
+	// sends fresh events before writing their deliveries (see
+	// sink/dispatch.Presend); the others may be replays and go through
+	// the table.
+	Fresh bool
 	// DecodedAt is when the stream decoded the event, set only when
 	// Config.StampDecode asks for it (relay bench's latency breakdown).
 	DecodedAt time.Time

@@ -277,6 +277,13 @@ func (s *Stream) session(ctx context.Context) error {
 	if confirmed, err := s.confirmedLSN(ctx, conn); err == nil && confirmed > s.AckedLSN() {
 		s.acked.Store(uint64(confirmed))
 	}
+	// Events committed from the server's flushed position on are fresh
+	// (Event.Fresh): decoding sends only flushed WAL, so none of them can
+	// have reached an earlier session.
+	ident, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("identifying the server: %w", err)
+	}
 	// Restart from the slot's confirmed position (LSN 0 asks the server for it).
 	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names '" + s.cfg.Publication + "'"},
@@ -330,7 +337,7 @@ func (s *Stream) session(ctx context.Context) error {
 		}
 	}()
 
-	l := loop{s: s, conn: conn, dec: newDecoder(), ack: s.AckedLSN(), committed: s.AckedLSN(), report: time.NewTimer(time.Hour)}
+	l := loop{s: s, conn: conn, dec: newDecoder(), freshFrom: ident.XLogPos, ack: s.AckedLSN(), committed: s.AckedLSN(), report: time.NewTimer(time.Hour)}
 	l.report.Stop()
 	defer l.report.Stop()
 	// Commits still being confirmed are waited for before leaving, so
@@ -414,6 +421,9 @@ type loop struct {
 	conn    *pgconn.PgConn
 	dec     *decoder
 	pending []Event
+	// freshFrom is the server's flushed WAL position when the session
+	// connected: events whose commit is at or past it are fresh.
+	freshFrom pglogrepl.LSN
 	// committed is the end LSN of the last transaction fully read; it becomes
 	// ack once every event up to it has been handled.
 	committed pglogrepl.LSN
@@ -549,6 +559,7 @@ func (l *loop) decode(ctx context.Context, data []byte) error {
 			return err
 		}
 		if ok {
+			ev.Fresh = ev.CommitLSN >= l.freshFrom
 			if l.s.cfg.StampDecode {
 				ev.DecodedAt = time.Now()
 			}

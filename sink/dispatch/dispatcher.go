@@ -150,6 +150,7 @@ type Dispatcher struct {
 	settings    Settings
 	settingsAt  time.Time
 	info        subCache
+	presend     presender
 	stopClaims  context.CancelFunc
 	hardCancel  context.CancelFunc
 	claimDone   chan struct{}
@@ -158,6 +159,7 @@ type Dispatcher struct {
 	stopOnce    sync.Once
 	started     atomic.Bool
 	attempts    atomic.Int64
+	sentAhead   atomic.Int64
 }
 
 // New returns a dispatcher; Start runs it.
@@ -249,6 +251,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.hardCancel, d.stopClaims = hardCancel, stopClaims
 	d.claimDone = make(chan struct{})
 	d.flowDone = make(chan struct{})
+	d.presend.kick, d.presend.done = make(chan struct{}, 1), make(chan struct{})
 	d.recordDone = make(chan struct{})
 	for i := 0; i < d.cfg.Concurrency; i++ {
 		d.workersDone.Add(1)
@@ -258,6 +261,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	go d.listen(claimCtx)
 	go d.claimLoop(claimCtx)
 	go d.flowLoop(claimCtx)
+	go d.presendLoop(claimCtx)
 	d.started.Store(true)
 	return nil
 }
@@ -273,6 +277,7 @@ func (d *Dispatcher) Stop(ctx context.Context) {
 		d.stopClaims()
 		<-d.claimDone
 		<-d.flowDone
+		<-d.presend.done
 		d.mu.Lock()
 		d.stopping = true
 		d.mu.Unlock()

@@ -132,6 +132,9 @@ func (h *Handoff) Cancel() { h.d.handoffs.Done() }
 type Commit struct {
 	done chan struct{}
 	err  error
+	// absent are deliveries sent ahead (Presend) that the statement did
+	// not write: a delivery of the same event and subscription existed.
+	absent map[int64]struct{}
 }
 
 // NewCommit returns a commit still to be confirmed.
@@ -139,8 +142,16 @@ func NewCommit() *Commit { return &Commit{done: make(chan struct{})} }
 
 // Resolve confirms the commit (err nil) or reports that it failed. It is
 // called exactly once.
-func (c *Commit) Resolve(err error) {
+func (c *Commit) Resolve(err error) { c.resolve(err, nil) }
+
+func (c *Commit) resolve(err error, absent []int64) {
 	c.err = err
+	if len(absent) > 0 {
+		c.absent = make(map[int64]struct{}, len(absent))
+		for _, id := range absent {
+			c.absent[id] = struct{}{}
+		}
+	}
 	close(c.done)
 }
 
@@ -148,4 +159,13 @@ func (c *Commit) Resolve(err error) {
 func (c *Commit) wait() error {
 	<-c.done
 	return c.err
+}
+
+// wrote waits for the commit and reports whether it wrote delivery id.
+func (c *Commit) wrote(id int64) bool {
+	if c.wait() != nil {
+		return false
+	}
+	_, missing := c.absent[id]
+	return !missing
 }

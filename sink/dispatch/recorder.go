@@ -94,7 +94,7 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 			// Handed over before its insert's commit was confirmed: the row
 			// can be updated only once it is. Fan-out confirms it long
 			// before most answers come back.
-			if c.wait() != nil {
+			if !c.wrote(r.job.deliveryID) {
 				r.uncommitted = true
 				dropped++
 			}

@@ -135,8 +135,13 @@ SELECT n.inserted, (SELECT count(*) FROM note) FROM n`
 // fanoutClaimSQL is fanoutSQL that also claims, for the dispatcher $10,
 // the deliveries it has room for: per subscription the room it gives ($6,
 // $7; max_in_flight × $8 for those it does not know), and $9 in all, in
-// event order. It returns how many deliveries were inserted and left pending,
-// and one row per claimed delivery with its subscription's updated_at.
+// event order. The deliveries the dispatcher already sent (dispatch.Presend:
+// the event's place in $1, subscription and id in $13, $14, $15) are
+// written claimed with their ids, whatever the subscription has become
+// (what was sent is what the log shows), and matched no further. It returns
+// how many deliveries were inserted and left pending, the ids sent ahead it
+// did not write (their delivery existed), and one row per other claimed
+// delivery with its subscription's updated_at.
 const fanoutClaimSQL = `
 WITH f AS (
     SELECT EXISTS (SELECT 1 FROM relay.subscriptions WHERE enabled AND filter IS NOT NULL) AS any
@@ -145,6 +150,8 @@ WITH f AS (
            CASE WHEN f.any THEN u.payload::jsonb END AS payload
     FROM f, unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $12::text[]) WITH ORDINALITY
         AS u(event_id, candidates, owner, target, skip, payload, ord)
+), pre AS (
+    SELECT * FROM unnest($13::bigint[], $14::bigint[], $15::bigint[]) AS p(ord, subscription_id, id)
 ), matched AS (
     SELECT e.ord, e.event_id, s.id AS subscription_id,
            -- Held here are neither deliveries outside a window nor those
@@ -162,6 +169,7 @@ WITH f AS (
      AND s.id IS DISTINCT FROM e.skip
      AND (s.filter IS NULL OR relay.payload_matches(e.payload, s.filter, s.filter_is_predicate))
     WHERE e.target IS NULL
+      AND NOT EXISTS (SELECT 1 FROM pre WHERE pre.ord = e.ord AND pre.subscription_id = s.id)
     UNION ALL
     SELECT e.ord, e.event_id, s.id, false, s.max_in_flight, s.timeout_ms, NULL
     FROM e JOIN relay.subscriptions AS s ON s.id = e.target
@@ -172,12 +180,17 @@ WITH f AS (
                                <= coalesce(b.room, m.max_in_flight * $8) AS within
     FROM matched AS m LEFT JOIN busy AS b USING (subscription_id)
 ), chosen AS (
-    SELECT c.*, c.within AND count(*) FILTER (WHERE c.within)
-                                 OVER (ORDER BY c.ord, c.subscription_id ROWS UNBOUNDED PRECEDING) <= $9 AS take
+    SELECT c.ord, c.event_id, c.subscription_id, c.ordering_key, c.timeout_ms, NULL::bigint AS id,
+           c.within AND count(*) FILTER (WHERE c.within)
+                            OVER (ORDER BY c.ord, c.subscription_id ROWS UNBOUNDED PRECEDING) <= $9 AS take
     FROM capped AS c
+    UNION ALL
+    SELECT e.ord, e.event_id, p.subscription_id, NULL, s.timeout_ms, p.id, true
+    FROM pre AS p JOIN e USING (ord) JOIN relay.subscriptions AS s ON s.id = p.subscription_id
 ), ins AS (
-    INSERT INTO relay.deliveries (event_id, subscription_id, ordering_key, status, locked_by, locked_until)
-    SELECT event_id, subscription_id, ordering_key,
+    INSERT INTO relay.deliveries (id, event_id, subscription_id, ordering_key, status, locked_by, locked_until)
+    OVERRIDING SYSTEM VALUE
+    SELECT coalesce(id, nextval(pg_get_serial_sequence('relay.deliveries', 'id'))), event_id, subscription_id, ordering_key,
            CASE WHEN take THEN 'delivering' ELSE 'pending' END,
            CASE WHEN take THEN $10::text END,
            CASE WHEN take THEN now() + make_interval(secs => timeout_ms / 1000.0) + $11::interval END
@@ -186,17 +199,19 @@ WITH f AS (
     ON CONFLICT (event_id, subscription_id) DO NOTHING
     RETURNING id, event_id, subscription_id, status
 ), n AS (
-    SELECT count(*) AS inserted, count(*) FILTER (WHERE status = 'pending') AS pending FROM ins
+    SELECT count(*) AS inserted, count(*) FILTER (WHERE status = 'pending') AS pending,
+           ARRAY(SELECT id FROM pre EXCEPT SELECT id FROM ins) AS absent
+    FROM ins
 ), note AS (
     -- Deliveries left pending are for any relay to claim: wake them.
     SELECT pg_notify('relay_deliveries', '') FROM n WHERE n.pending > 0
 )
-SELECT n.inserted, n.pending, (SELECT count(*) FROM note), c.*
+SELECT n.inserted, n.pending, (SELECT count(*) FROM note), n.absent, c.*
 FROM n
 LEFT JOIN (
     SELECT i.id, i.subscription_id, i.event_id::text, s.updated_at
     FROM ins AS i JOIN relay.subscriptions AS s ON s.id = i.subscription_id
-    WHERE i.status = 'delivering'
+    WHERE i.status = 'delivering' AND NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = i.id)
 ) AS c ON true`
 
 // HandleEvents writes the deliveries of events and commits before returning.
@@ -308,11 +323,16 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event, mayOver
 		idArg = ids
 	}
 	var h *dispatch.Handoff
+	var pre *dispatch.Presend
 	var fanoutStart time.Time
 	if d := f.cfg.Dispatcher; d != nil {
 		h = d.ReserveHandoff(ctx)
+		if h != nil {
+			pre = h.Presend(ctx, freshEvents(events, cands))
+		}
 		if h != nil && d.Tracing() {
 			fanoutStart = time.Now()
+			pre.Started(fanoutStart)
 		}
 	}
 	var created, pending int64
@@ -328,7 +348,7 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event, mayOver
 			return err
 		}
 		var err error
-		created, pending, handed, accepted, commit, err = f.insertClaiming(ctx, h, fanoutStart, events, idArg, cands, payloads, owners, targets, skips)
+		created, pending, handed, accepted, commit, err = f.insertClaiming(ctx, h, pre, fanoutStart, events, idArg, cands, payloads, owners, targets, skips)
 		return err
 	}
 	// Logical decoding may hand over a transaction a moment before its rows
@@ -359,6 +379,9 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event, mayOver
 		if h != nil && !accepted {
 			h.Cancel()
 		}
+		// What was sent ahead has no delivery row: the stream replays the
+		// events (not fresh then), and they are written and sent again.
+		pre.Resolve(err, nil)
 		return 0, nil, fmt.Errorf("inserting deliveries: %w", err)
 	}
 	done := func() error {
@@ -391,7 +414,7 @@ func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event, mayOver
 // stream acknowledges the WAL only once it is. Still one round trip and
 // one statement. When the statement succeeded, commit reads the Sync's
 // outcome and lets go of the connection; it must be called exactly once.
-func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanoutStart time.Time, events []outbox.Event,
+func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, pre *dispatch.Presend, fanoutStart time.Time, events []outbox.Event,
 	ids any, cands, payloads []string, owners []*string, targets, skips []*int64) (created, pending int64, handed int, accepted bool, commit func() error, err error) {
 	// Not cancelled with ctx, for the same reason as the dispatcher's claim:
 	// rows claimed by a statement that commits after Stop would wait for
@@ -408,13 +431,17 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanout
 		}
 	}()
 	c := conn.Conn()
+	var preOrds, preSubs, preIDs []int64
+	if pre != nil {
+		preOrds, preSubs, preIDs = pre.Ords, pre.SubIDs, pre.IDs
+	}
 	sd, err := c.Prepare(ctx, fanoutClaimSQL, fanoutClaimSQL)
 	if err != nil {
 		return 0, 0, 0, false, nil, err
 	}
 	var eqb pgx.ExtendedQueryBuilder
 	if err := eqb.Build(c.TypeMap(), sd, []any{ids, cands, owners, targets, skips, h.RoomIDs, h.RoomN, h.HoldPerSlot, h.Free,
-		h.WorkerID, h.Lease.String(), payloads}); err != nil {
+		h.WorkerID, h.Lease.String(), payloads, preOrds, preSubs, preIDs}); err != nil {
 		return 0, 0, 0, false, nil, fmt.Errorf("encoding the fan-out: %w", err)
 	}
 	p := c.PgConn().StartPipeline(ctx)
@@ -425,7 +452,8 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanout
 		_ = p.Close()
 		return 0, 0, 0, false, nil, err
 	}
-	claimed, err := f.readClaimed(p, c.TypeMap(), events, &created, &pending)
+	var absent []int64
+	claimed, err := f.readClaimed(p, c.TypeMap(), events, &created, &pending, &absent)
 	if err != nil {
 		// The statement failed: its transaction is rolled back at the
 		// Sync. Read up to it so the connection can be used again.
@@ -469,6 +497,7 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanout
 		if confirm != nil {
 			confirm.Resolve(err)
 		}
+		pre.Resolve(err, absent)
 		if err != nil {
 			return fmt.Errorf("committing: %w", err)
 		}
@@ -479,7 +508,7 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, fanout
 
 // readClaimed reads the fan-out statement's rows: the counts, and one row
 // per delivery it claimed, described from the events in memory.
-func (f *Fanout) readClaimed(p *pgconn.Pipeline, m *pgtype.Map, events []outbox.Event, created, pending *int64) ([]dispatch.Claimed, error) {
+func (f *Fanout) readClaimed(p *pgconn.Pipeline, m *pgtype.Map, events []outbox.Event, created, pending *int64, absent *[]int64) ([]dispatch.Claimed, error) {
 	res, err := p.GetResults()
 	if err != nil {
 		return nil, err
@@ -502,7 +531,7 @@ func (f *Fanout) readClaimed(p *pgconn.Pipeline, m *pgtype.Map, events []outbox.
 		var updated *time.Time
 		var notified int64
 		// The LEFT JOIN gives one row of NULLs when nothing was claimed.
-		dst := []any{created, pending, &notified, &deliveryID, &subID, &eventID, &updated}
+		dst := []any{created, pending, &notified, absent, &deliveryID, &subID, &eventID, &updated}
 		vals := rr.Values()
 		if len(vals) != len(dst) {
 			scanErr = fmt.Errorf("fan-out returned %d columns, want %d", len(vals), len(dst))
@@ -535,6 +564,28 @@ func (f *Fanout) readClaimed(p *pgconn.Pipeline, m *pgtype.Map, events []outbox.
 		return nil, err
 	}
 	return claimed, scanErr
+}
+
+// freshEvents describes, for the dispatcher to send at once, the events of
+// a batch no earlier session can have handed over (outbox.Event.Fresh);
+// a targeted event (the test button) is not among them.
+func freshEvents(events []outbox.Event, cands []string) []dispatch.FreshEvent {
+	var fresh []dispatch.FreshEvent
+	for i := range events {
+		ev := &events[i]
+		if !ev.Fresh || ev.TargetSubscriptionID != nil {
+			continue
+		}
+		if fresh == nil {
+			fresh = make([]dispatch.FreshEvent, 0, len(events)-i)
+		}
+		fresh = append(fresh, dispatch.FreshEvent{
+			Ord: int64(i + 1), Candidates: cands[i], EventID: ev.EventID, EventType: ev.Type,
+			Owner: ev.Owner, Key: ev.Key, Skip: ev.SkipSubscriptionID,
+			Payload: ev.Payload, Headers: ev.Headers, CreatedAt: ev.CreatedAt, Decoded: ev.DecodedAt,
+		})
+	}
+	return fresh
 }
 
 // startSpans ends each event's capture span (it ran from the commit to

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +55,7 @@ const presendIDBatch = 1024
 type presendSub struct {
 	id        int64
 	owner     *string
-	heldUntil time.Time
+	heldUntil *time.Time
 	info      *subInfo
 }
 
@@ -98,7 +99,7 @@ func (p *presender) wake() {
 }
 
 const presendSnapshotSQL = `
-SELECT id, event_types, owner, coalesce(held_until, 'epoch')
+SELECT id, event_types, owner, held_until
 FROM relay.subscriptions
 WHERE enabled AND filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL
 LIMIT $1`
@@ -119,13 +120,7 @@ func (d *Dispatcher) presendLoop(ctx context.Context) {
 		if err := d.presendRefresh(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn().Err(err).Msg("reading subscriptions to send fresh events at once (they go through the table meanwhile)")
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(subCacheTTL)
+		timer.Reset(subCacheTTL) // since Go 1.23, Reset drops a pending tick
 	}
 }
 
@@ -309,6 +304,7 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 	taken := 0
 	for i := range events {
 		ev := &events[i]
+		first := len(out.IDs) // this event's deliveries start here
 		rest := ev.Candidates
 		for rest != "" && taken < h.Free && taken < len(p.ids) {
 			pat := rest
@@ -327,7 +323,12 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 				if ev.Skip != nil && *ev.Skip == s.id {
 					continue
 				}
-				if s.heldUntil.After(now) {
+				if s.heldUntil != nil && s.heldUntil.After(now) {
+					continue
+				}
+				// A subscription two of whose patterns match (* and a.*)
+				// gets the event once.
+				if slices.Contains(out.SubIDs[first:], s.id) {
 					continue
 				}
 				r, known := room[s.id]
@@ -367,10 +368,6 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 	if taken == 0 {
 		return nil
 	}
-	// An event whose type is matched by two of a subscription's patterns
-	// (* and a.*) must reach it once.
-	out.dedupe(&jobs)
-	taken = len(jobs)
 	h.Free -= taken
 	h.RoomIDs, h.RoomN = h.RoomIDs[:0], h.RoomN[:0]
 	for id, r := range room {
@@ -388,32 +385,6 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 		d.log.Warn().Err(err).Msg("sending fresh deliveries")
 	}
 	return out
-}
-
-// dedupe drops a second delivery of one event to one subscription (its id
-// goes unused, a gap in the sequence).
-func (p *Presend) dedupe(jobs *[]*job) {
-	type pair struct{ ord, sub int64 }
-	seen := make(map[pair]bool, len(p.IDs))
-	n := 0
-	for i := range p.IDs {
-		k := pair{p.Ords[i], p.SubIDs[i]}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		p.Ords[n], p.SubIDs[n], p.IDs[n] = p.Ords[i], p.SubIDs[i], p.IDs[i]
-		(*jobs)[n] = (*jobs)[i]
-		n++
-	}
-	p.Ords, p.SubIDs, p.IDs = p.Ords[:n], p.SubIDs[:n], p.IDs[:n]
-	*jobs = (*jobs)[:n]
-	if len(p.stages) > n {
-		p.stages = p.stages[:0]
-		for _, j := range *jobs {
-			p.stages = append(p.stages, j.stages)
-		}
-	}
 }
 
 // SentAhead counts the deliveries this dispatcher sent before their row

@@ -152,6 +152,9 @@ WITH f AS (
         AS u(event_id, candidates, owner, target, skip, payload, ord)
 ), pre AS (
     SELECT * FROM unnest($13::bigint[], $14::bigint[], $15::bigint[]) AS p(ord, subscription_id, id)
+), seq AS (
+    -- Named once, not looked up for every row.
+    SELECT pg_get_serial_sequence('relay.deliveries', 'id')::regclass AS id
 ), matched AS (
     SELECT e.ord, e.event_id, s.id AS subscription_id,
            -- Held here are neither deliveries outside a window nor those
@@ -190,11 +193,11 @@ WITH f AS (
 ), ins AS (
     INSERT INTO relay.deliveries (id, event_id, subscription_id, ordering_key, status, locked_by, locked_until)
     OVERRIDING SYSTEM VALUE
-    SELECT coalesce(id, nextval(pg_get_serial_sequence('relay.deliveries', 'id'))), event_id, subscription_id, ordering_key,
+    SELECT coalesce(chosen.id, nextval(seq.id)), event_id, subscription_id, ordering_key,
            CASE WHEN take THEN 'delivering' ELSE 'pending' END,
            CASE WHEN take THEN $10::text END,
            CASE WHEN take THEN now() + make_interval(secs => timeout_ms / 1000.0) + $11::interval END
-    FROM chosen
+    FROM chosen, seq
     ORDER BY ord, subscription_id
     ON CONFLICT (event_id, subscription_id) DO NOTHING
     RETURNING id, event_id, subscription_id, status

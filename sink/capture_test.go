@@ -336,6 +336,9 @@ func TestCaptureBigTransactionInChunks(t *testing.T) {
 
 const crashEnv = "RELAY_CRASH_HELPER"
 
+// crashAppName names the child's connections in pg_stat_activity.
+const crashAppName = "relay_crash_child"
+
 // runCrashHelper runs the child side when the environment asks for it.
 func runCrashHelper() bool {
 	mode := os.Getenv(crashEnv)
@@ -352,7 +355,7 @@ func runCrashHelper() bool {
 	fan := fanout.New(pool, fanout.Config{})
 	want, _ := strconv.Atoi(os.Getenv("RELAY_CRASH_EVENTS"))
 	seen := 0
-	handler := outbox.HandlerFunc(func(ctx context.Context, evs []outbox.Event) error {
+	var handler outbox.Handler = outbox.HandlerFunc(func(ctx context.Context, evs []outbox.Event) error {
 		seen += len(evs)
 		if mode == "before_fanout" {
 			fmt.Println("RECEIVED", len(evs))
@@ -367,6 +370,9 @@ func runCrashHelper() bool {
 		}
 		return nil
 	})
+	if mode == "presend" {
+		handler = presendCrashHandler(ctx, pool)
+	}
 	s, err := outbox.New(outbox.Config{DatabaseURL: dbURL, Slot: os.Getenv("RELAY_CRASH_SLOT"), Handler: handler, MaxBatch: 100})
 	if err != nil {
 		fmt.Println("ERROR", err)
@@ -380,10 +386,13 @@ func runCrashHelper() bool {
 	select {}
 }
 
-func runCrashChild(t *testing.T, db *pgtest.DB, mode string, events int, afterStart func()) {
+// runCrashChild starts the child, runs afterStart once it has started
+// (expect waits for a line the child prints), waits for the line that marks
+// the mode's crash point and kills the child there.
+func runCrashChild(t *testing.T, db *pgtest.DB, mode string, events int, afterStart func(expect func(prefix string))) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashEnv+"="+mode, "RELAY_CRASH_DB="+db.URL, "RELAY_CRASH_SLOT="+db.Name,
+	cmd.Env = append(os.Environ(), crashEnv+"="+mode, "PGAPPNAME="+crashAppName, "RELAY_CRASH_DB="+db.URL, "RELAY_CRASH_SLOT="+db.Name,
 		"RELAY_CRASH_EVENTS="+strconv.Itoa(events))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -393,6 +402,9 @@ func runCrashChild(t *testing.T, db *pgtest.DB, mode string, events int, afterSt
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// A test that fails before the crash point must not leave the child
+	// running (it holds the test's output open).
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	lines := bufio.NewScanner(out)
 	expect := func(prefix string) {
 		t.Helper()
@@ -407,10 +419,11 @@ func runCrashChild(t *testing.T, db *pgtest.DB, mode string, events int, afterSt
 		t.Fatalf("child ended before printing %s", prefix)
 	}
 	expect("STARTED")
-	afterStart()
-	if mode == "before_fanout" {
+	afterStart(expect)
+	switch mode {
+	case "before_fanout":
 		expect("RECEIVED")
-	} else {
+	case "after_fanout":
 		expect("FANNED")
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
@@ -422,7 +435,7 @@ func TestCrashBetweenFanoutCommitAndAck(t *testing.T) {
 	db := pgtest.NewDB(t)
 	addSub(t, db, nil, "*")
 	addSub(t, db, nil, "a.*")
-	runCrashChild(t, db, "after_fanout", 500, func() {
+	runCrashChild(t, db, "after_fanout", 500, func(func(string)) {
 		db.Exec(t, `INSERT INTO relay.outbox (event_type, payload) SELECT 'a.crash', '{}' FROM generate_series(1, 500)`)
 	})
 	// The child committed deliveries but never acknowledged: the slot still
@@ -441,7 +454,7 @@ func TestCrashBetweenInsertAndFanout(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	addSub(t, db, nil, "*")
-	runCrashChild(t, db, "before_fanout", 1, func() {
+	runCrashChild(t, db, "before_fanout", 1, func(func(string)) {
 		db.Exec(t, `INSERT INTO relay.outbox (event_type, payload) SELECT 'b.crash', '{}' FROM generate_series(1, 300)`)
 	})
 	if n := count(t, db.Pool, `SELECT count(*) FROM relay.deliveries`); n != 0 {

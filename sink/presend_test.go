@@ -2,11 +2,21 @@ package sink_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
 	"github.com/pgoutbox/relay/internal/pgtest"
+	"github.com/pgoutbox/relay/outbox"
+	"github.com/pgoutbox/relay/sink/dispatch"
+	"github.com/pgoutbox/relay/sink/fanout"
+	"github.com/pgoutbox/relay/sink/send"
 )
 
 // Fresh events are sent before their delivery rows are written
@@ -94,5 +104,151 @@ func TestFreshEventsSentAheadMatchTheLog(t *testing.T) {
 	}
 	if n := len(rc.requests()); n != want+1 {
 		t.Errorf("receiver got %d requests after the disable, want %d", n, want+1)
+	}
+}
+
+// presendCrashHandler is the child side of
+// TestCrashAfterSendingAheadBeforeTheLogIsWritten: the stream hands events
+// to the fan-out, which sends fresh ones ahead through a dispatcher. It
+// prints AHEAD once the first delivery has been sent ahead, so the parent
+// knows the snapshot of subscriptions is loaded.
+func presendCrashHandler(ctx context.Context, pool *pgxpool.Pool) outbox.Handler {
+	guard, err := send.NewAddressGuard(loopback)
+	if err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	d, err := dispatch.New(dispatch.Config{
+		Pool:         pool,
+		Sender:       send.New(send.Config{Guard: guard, UserAgent: "relay/test"}),
+		Logger:       zerolog.New(os.Stderr).Level(zerolog.WarnLevel),
+		PollInterval: 100 * time.Millisecond,
+		Concurrency:  16,
+	})
+	if err == nil {
+		err = d.Start(ctx)
+	}
+	if err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	fan := fanout.New(pool, fanout.Config{Dispatcher: d, OnDeliveries: func(int) { d.Wake() }})
+	ahead := false
+	return outbox.HandlerFunc(func(ctx context.Context, evs []outbox.Event) error {
+		err := fan.HandleEvents(ctx, evs)
+		if !ahead && d.SentAhead() > 0 {
+			ahead = true
+			fmt.Println("AHEAD")
+		}
+		return err
+	})
+}
+
+// A relay killed after it sent fresh events ahead but before their delivery
+// rows were committed loses none of them: the slot was not acknowledged, so
+// the next relay replays the transaction through the table, writes one
+// delivery per event and subscription and sends each again under the same
+// Webhook-Id (at least once; the receiver deduplicates on it). The ids the
+// dead relay sent with were never written.
+func TestCrashAfterSendingAheadBeforeTheLogIsWritten(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	rc := newReceiver(t, nil)
+	subscribe(t, db, nil, rc.URL+"/plain", []string{"*"}, "")
+	ctx := context.Background()
+	const batch = 10
+	warm := 0
+	var held pgx.Tx
+	var aheadIDs map[string]string // Webhook-Id → X-Relay-Delivery sent before the crash
+	runCrashChild(t, db, "presend", 0, func(expect func(string)) {
+		// Events until one is sent ahead: the child's snapshot is loaded.
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.outbox (event_type, payload) VALUES ('crash.warm', '{}')`); err == nil {
+					warm++
+				}
+			}
+		}()
+		expect("AHEAD")
+		close(stop)
+		<-stopped
+		waitFor(t, 15*time.Second, "the warm-up events delivered", func() bool {
+			return count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE status = 'succeeded'`) == warm
+		})
+		// Hold the log: the child can send, but can write no delivery row.
+		tx, err := db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = tx
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+		if _, err := tx.Exec(ctx, `LOCK TABLE relay.deliveries IN EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		db.Exec(t, `INSERT INTO relay.outbox (event_type, payload) SELECT 'crash.ahead', '{}' FROM generate_series(1, $1::int)`, batch)
+		waitFor(t, 15*time.Second, "the fan-out statement waiting for the log", func() bool {
+			return count(t, db.Pool, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'
+				AND query LIKE '%FROM relay.subscriptions WHERE enabled AND filter IS NOT NULL%'`, crashAppName) == 1
+		})
+		// The statement runs after the sends ahead were handed to senders:
+		// give them time to reach the receiver. How many go ahead depends on
+		// the hand-over's room at that moment; the rest wait for the table.
+		waitFor(t, 15*time.Second, "part of the batch sent ahead", func() bool { return len(rc.requests()) > warm })
+		time.Sleep(300 * time.Millisecond)
+		aheadIDs = map[string]string{}
+		for _, r := range rc.requests()[warm:] {
+			aheadIDs[r.Header.Get("Webhook-Id")] = r.Header.Get("X-Relay-Delivery")
+		}
+	})
+	// The child is dead; end its statements before the lock goes, so none of
+	// them commits after all.
+	if _, err := held.Exec(ctx, `SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
+		WHERE application_name = $1 AND pid <> pg_backend_pid()`, crashAppName); err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(aheadIDs) == 0 || len(aheadIDs) != len(rc.requests())-warm {
+		t.Fatalf("%d distinct events in %d requests sent ahead, want at least one, each once", len(aheadIDs), len(rc.requests())-warm)
+	}
+	t.Logf("%d of the %d events were sent ahead before the crash", len(aheadIDs), batch)
+	if n := count(t, db.Pool, `SELECT count(*) FROM relay.deliveries d JOIN relay.outbox o ON o.event_id = d.event_id WHERE o.event_type = 'crash.ahead'`); n != 0 {
+		t.Fatalf("%d deliveries of the batch written before the restart, want 0", n)
+	}
+
+	startHandoff(t, db, nil)
+	waitFor(t, 30*time.Second, "every event delivered", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE status = 'succeeded'`) == warm+batch
+	})
+	assertExactlyOnce(t, db, warm+batch)
+	after := rc.requests()[warm+len(aheadIDs):]
+	if len(after) != batch {
+		t.Fatalf("receiver got %d requests after the restart, want %d", len(after), batch)
+	}
+	for _, r := range after {
+		hook, delivery := r.Header.Get("Webhook-Id"), r.Header.Get("X-Relay-Delivery")
+		if n := count(t, db.Pool, `SELECT count(*) FROM relay.deliveries d JOIN relay.outbox o USING (event_id)
+			WHERE d.id = $1::bigint AND d.event_id = $2::uuid AND o.event_type = 'crash.ahead'`, delivery, hook); n != 1 {
+			t.Errorf("event %s: delivery %s named after the restart is not the batch's in the log", hook, delivery)
+		}
+		first, ok := aheadIDs[hook]
+		if !ok {
+			continue // it waited for the table before the crash
+		}
+		delete(aheadIDs, hook)
+		if n := count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE id = $1::bigint`, first); n != 0 {
+			t.Errorf("event %s: delivery %s, sent before the crash, is in the log", hook, first)
+		}
+	}
+	for hook := range aheadIDs {
+		t.Errorf("event %s, sent ahead before the crash, was not sent again", hook)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
@@ -73,16 +74,9 @@ func (rc *receiver) requests() []captured {
 func startDispatcher(t *testing.T, db *pgtest.DB, allowCIDRs []string, mod func(*dispatch.Config)) *dispatch.Dispatcher {
 	t.Helper()
 	db.Exec(t, `UPDATE relay.settings SET allow_http = true`)
-	guard, err := send.NewAddressGuard(allowCIDRs)
+	cfg, err := testDispatchConfig(db.Pool, allowCIDRs, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel))
 	if err != nil {
 		t.Fatal(err)
-	}
-	cfg := dispatch.Config{
-		Pool:         db.Pool,
-		Sender:       send.New(send.Config{Guard: guard, UserAgent: "relay/test"}),
-		Logger:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
-		PollInterval: 100 * time.Millisecond,
-		Concurrency:  16,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -103,6 +97,22 @@ func startDispatcher(t *testing.T, db *pgtest.DB, allowCIDRs []string, mod func(
 }
 
 var loopback = []string{"127.0.0.0/8"}
+
+// testDispatchConfig is the dispatcher the tests run (in process or in a
+// crash child): quick polls, 16 senders, reaching allowCIDRs.
+func testDispatchConfig(pool *pgxpool.Pool, allowCIDRs []string, log zerolog.Logger) (dispatch.Config, error) {
+	guard, err := send.NewAddressGuard(allowCIDRs)
+	if err != nil {
+		return dispatch.Config{}, err
+	}
+	return dispatch.Config{
+		Pool:         pool,
+		Sender:       send.New(send.Config{Guard: guard, UserAgent: "relay/test"}),
+		Logger:       log,
+		PollInterval: 100 * time.Millisecond,
+		Concurrency:  16,
+	}, nil
+}
 
 // subscribe adds a subscription to url and returns its id and secret.
 func subscribe(t *testing.T, db *pgtest.DB, owner any, url string, patterns []string, extra string) (int64, string) {

@@ -16,7 +16,6 @@ import (
 	"github.com/pgoutbox/relay/outbox"
 	"github.com/pgoutbox/relay/sink/dispatch"
 	"github.com/pgoutbox/relay/sink/fanout"
-	"github.com/pgoutbox/relay/sink/send"
 )
 
 // Fresh events are sent before their delivery rows are written
@@ -113,18 +112,11 @@ func TestFreshEventsSentAheadMatchTheLog(t *testing.T) {
 // prints AHEAD once the first delivery has been sent ahead, so the parent
 // knows the snapshot of subscriptions is loaded.
 func presendCrashHandler(ctx context.Context, pool *pgxpool.Pool) outbox.Handler {
-	guard, err := send.NewAddressGuard(loopback)
-	if err != nil {
-		fmt.Println("ERROR", err)
-		os.Exit(1)
+	cfg, err := testDispatchConfig(pool, loopback, zerolog.New(os.Stderr).Level(zerolog.WarnLevel))
+	var d *dispatch.Dispatcher
+	if err == nil {
+		d, err = dispatch.New(cfg)
 	}
-	d, err := dispatch.New(dispatch.Config{
-		Pool:         pool,
-		Sender:       send.New(send.Config{Guard: guard, UserAgent: "relay/test"}),
-		Logger:       zerolog.New(os.Stderr).Level(zerolog.WarnLevel),
-		PollInterval: 100 * time.Millisecond,
-		Concurrency:  16,
-	})
 	if err == nil {
 		err = d.Start(ctx)
 	}

@@ -449,9 +449,12 @@ type overlappedCommit struct {
 	ackTo pglogrepl.LSN
 }
 
-// maxOverlapped bounds the commits the handler may have unconfirmed: the
-// stream waits for the oldest before handing over more.
-const maxOverlapped = 4
+// MaxOverlapped bounds the commits the handler may have unconfirmed: the
+// stream waits for the oldest before handing over more. Fan-out writes
+// the events it sent ahead behind, a group of hand-overs in one statement
+// a few milliseconds later, so at 1,000 events/s several are unconfirmed
+// at once; waiting for them would hold the next events back.
+const MaxOverlapped = 16
 
 // oldestDurable is the channel of the oldest unconfirmed commit, nil (which
 // never receives) when there is none.
@@ -583,7 +586,7 @@ func (l *loop) flush(ctx context.Context) error {
 		var durable <-chan error
 		var err error
 		if ph, ok := l.s.cfg.Handler.(PipelinedHandler); ok {
-			for len(l.overlapped) >= maxOverlapped {
+			for len(l.overlapped) >= MaxOverlapped {
 				if err := l.awaitOldest(ctx); err != nil {
 					return err
 				}

@@ -123,14 +123,14 @@ func TestCaptureOverlappedCommitsAreBounded(t *testing.T) {
 	h := &heldCommits{added: make(chan struct{}, 64)}
 	startCapture(t, db, func(outbox.Handler) outbox.Handler { return h })
 	var calls []heldCall
-	for i := 0; i < 4; i++ {
+	for i := 0; i < outbox.MaxOverlapped; i++ {
 		db.Exec(t, `SELECT relay.emit('a.n', '{}')`)
 		calls = append(calls, h.next(t))
 	}
 	db.Exec(t, `SELECT relay.emit('a.fifth', '{}')`)
 	select {
 	case <-h.added:
-		t.Fatal("a fifth hand-over started with four commits unconfirmed")
+		t.Fatalf("one more hand-over started with %d commits unconfirmed", outbox.MaxOverlapped)
 	case <-time.After(500 * time.Millisecond):
 	}
 	calls[0].durable <- nil

@@ -3,6 +3,7 @@ package sink_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"testing"
@@ -242,5 +243,147 @@ func TestCrashAfterSendingAheadBeforeTheLogIsWritten(t *testing.T) {
 	}
 	for hook := range aheadIDs {
 		t.Errorf("event %s, sent ahead before the crash, was not sent again", hook)
+	}
+}
+
+// Events sent ahead are written behind (fanout.Config.WriteBehind): the
+// deliveries whose success is back by the statement are inserted
+// finished, with their attempt, and the recorder only counts them; those
+// still waiting for their answer (slow) or that failed are written claimed
+// and recorded as before. Either way the log is what the receivers saw,
+// one attempt each.
+func TestWrittenBehindWithTheirAnswers(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	fast := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("thanks")) })
+	slow := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(time.Second)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	failing := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte("no"))
+	})
+	fastID, _ := subscribe(t, db, nil, fast.URL+"/fast", []string{"order.*"}, "")
+	slowID, _ := subscribe(t, db, nil, slow.URL+"/slow", []string{"*"}, "max_in_flight = 64")
+	failingID, _ := subscribe(t, db, nil, failing.URL+"/failing", []string{"order.refused"}, "")
+	// Senders enough that the slow receiver's requests leave some free.
+	d := startDispatcher(t, db, loopback, func(c *dispatch.Config) { c.Concurrency = 128 })
+	startCapture(t, db, func(outbox.Handler) outbox.Handler {
+		return fanout.New(db.Pool, fanout.Config{
+			Logger: zerolog.New(zerolog.NewTestWriter(t)), Dispatcher: d, OnDeliveries: func(int) { d.Wake() },
+			// Long enough for the fast receiver's answers to be back
+			// whatever the machine's load, far shorter than the slow one.
+			WriteBehind: 300 * time.Millisecond,
+		})
+	})
+	// The first refused of each emit go to the failing subscription too:
+	// 3 in all, fewer than opens its circuit.
+	refusedIn := 0
+	emit := func(n, refused int) {
+		db.Exec(t, `INSERT INTO relay.outbox (event_type, payload)
+			SELECT CASE WHEN g <= $2 THEN 'order.refused' ELSE 'order.paid' END, jsonb_build_object('n', g)
+			FROM generate_series(1, $1) AS g`, n, refused)
+		refusedIn += refused
+	}
+	// The snapshot is read once the listener is connected.
+	events := 0
+	waitFor(t, 15*time.Second, "a delivery sent ahead", func() bool {
+		emit(1, 0)
+		events++
+		time.Sleep(20 * time.Millisecond)
+		return d.SentAhead() > 0
+	})
+	done := func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE status <> 'delivering' AND attempts = 1`) == 2*events+refusedIn
+	}
+	waitFor(t, 15*time.Second, "the first events answered", done)
+	sent, written := d.SentAhead(), d.WrittenWithDelivery()
+
+	// One transaction: one hand-over, one statement 300 ms later.
+	emit(20, 2)
+	events += 20
+	waitFor(t, 30*time.Second, "20 events answered", done)
+	if n := d.SentAhead() - sent; n != 42 {
+		t.Fatalf("%d deliveries sent ahead, want 42", n)
+	}
+	if n := d.WrittenWithDelivery() - written; n != 20 {
+		t.Errorf("fan-out wrote %d attempts with their delivery, want the fast receiver's 20", n)
+	}
+	// Separate transactions, some joining one statement.
+	for k := 0; k < 10; k++ {
+		emit(1, k%10/9)
+		events++
+	}
+	waitFor(t, 30*time.Second, "every event answered", done)
+	assertExactlyOnce(t, db, events)
+
+	type row struct {
+		status                   string
+		attempts, cycle          int
+		code, duration           *int
+		response, lockedBy       *string
+		completed                bool
+		logged, loggedCode       int
+		outcome, attemptResponse *string
+	}
+	rows, err := db.Pool.Query(context.Background(), `
+		SELECT d.subscription_id, d.status, d.attempts, d.cycle_attempts, d.last_status_code, d.last_duration_ms,
+		       d.last_response, d.locked_by, d.completed_at IS NOT NULL,
+		       (SELECT count(*) FROM relay.delivery_attempts a WHERE a.delivery_id = d.id),
+		       (SELECT min(a.status_code) FROM relay.delivery_attempts a WHERE a.delivery_id = d.id),
+		       (SELECT min(a.outcome) FROM relay.delivery_attempts a WHERE a.delivery_id = d.id),
+		       (SELECT min(a.response_body) FROM relay.delivery_attempts a WHERE a.delivery_id = d.id)
+		FROM relay.deliveries AS d`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]int{}
+	for rows.Next() {
+		var sub int64
+		var r row
+		var loggedCode *int
+		if err := rows.Scan(&sub, &r.status, &r.attempts, &r.cycle, &r.code, &r.duration, &r.response, &r.lockedBy, &r.completed,
+			&r.logged, &loggedCode, &r.outcome, &r.attemptResponse); err != nil {
+			t.Fatal(err)
+		}
+		got[sub]++
+		if loggedCode != nil {
+			r.loggedCode = *loggedCode
+		}
+		wantStatus, wantCode, wantOutcome, wantResponse := "succeeded", 200, "succeeded", "thanks"
+		switch sub {
+		case slowID:
+			wantCode, wantResponse = 204, ""
+		case failingID:
+			wantStatus, wantCode, wantOutcome, wantResponse = "pending", 500, "retry", "no"
+		}
+		str := func(p *string) string {
+			if p == nil {
+				return ""
+			}
+			return *p
+		}
+		if r.status != wantStatus || r.attempts != 1 || r.cycle != 1 || r.code == nil || *r.code != wantCode || r.duration == nil ||
+			str(r.response) != wantResponse || r.lockedBy != nil || r.completed != (wantStatus == "succeeded") {
+			t.Errorf("delivery of subscription %d: %+v, want %s after one attempt answered %d", sub, r, wantStatus, wantCode)
+		}
+		if r.logged != 1 || r.loggedCode != wantCode || str(r.outcome) != wantOutcome || str(r.attemptResponse) != wantResponse {
+			t.Errorf("attempts of a delivery of subscription %d: %d, status %d, outcome %s, response %q; want one, %d, %s, %q",
+				sub, r.logged, r.loggedCode, str(r.outcome), str(r.attemptResponse), wantCode, wantOutcome, wantResponse)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got[fastID] != events || got[slowID] != events || got[failingID] != refusedIn {
+		t.Errorf("deliveries per subscription %v, want %d, %d and %d", got, events, events, refusedIn)
+	}
+	// Health follows the attempts fan-out wrote as those the recorder did.
+	if n := count(t, db.Pool, `SELECT count(*) FROM relay.subscriptions WHERE id = $1 AND last_success_at IS NOT NULL AND consecutive_failures = 0`, fastID); n != 1 {
+		t.Errorf("the fast subscription's health does not show its successes")
+	}
+	if n := len(fast.requests()); n != events {
+		t.Errorf("the fast receiver got %d requests, want %d", n, events)
 	}
 }

@@ -160,6 +160,8 @@ type Dispatcher struct {
 	started     atomic.Bool
 	attempts    atomic.Int64
 	sentAhead   atomic.Int64
+	// writtenAhead counts attempts fan-out wrote (WrittenWithDelivery).
+	writtenAhead atomic.Int64
 }
 
 // New returns a dispatcher; Start runs it.
@@ -329,6 +331,9 @@ func (d *Dispatcher) worker(ctx context.Context) {
 		}
 		d.sentLocked(j, time.Now())
 		d.mu.Unlock()
+		if j.ahead != nil {
+			j.ahead.answered(j)
+		}
 		d.results <- r
 	}
 }

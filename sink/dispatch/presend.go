@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pgoutbox/relay/sink/policy/classify"
 )
 
 // Sending before writing (presend).
@@ -32,6 +34,11 @@ import (
 //     replay, as for a hand-over whose commit failed;
 //   - what was sent is what the log shows: the deliveries sent ahead are
 //     written whatever the subscription has become meanwhile.
+//
+// Fan-out writes such events behind (fanout/behind.go): a few
+// milliseconds later, several hand-overs in one statement, and the
+// deliveries whose success is back by then are inserted finished with
+// their attempt (TakeAnswered), so the recorder writes nothing for them.
 //
 // The snapshot is only used while it is known to be current: the schema
 // notifies relay_subscriptions on every change that decides whether a
@@ -63,6 +70,10 @@ type presendSub struct {
 type presendIndex struct {
 	byPattern map[string][]*presendSub
 	readAt    time.Time
+	// complete: every enabled subscription is in it (none has a filter,
+	// a window, ordering or an open circuit), so what it does not match
+	// no subscription does.
+	complete bool
 }
 
 // presender keeps the snapshot and the ids taken ahead.
@@ -99,7 +110,9 @@ func (p *presender) wake() {
 }
 
 const presendSnapshotSQL = `
-SELECT id, event_types, owner, held_until
+SELECT id, event_types, owner, held_until,
+       NOT EXISTS (SELECT 1 FROM relay.subscriptions
+                   WHERE enabled AND NOT (filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL))
 FROM relay.subscriptions
 WHERE enabled AND filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL
 LIMIT $1`
@@ -166,11 +179,12 @@ func (d *Dispatcher) presendRefresh(ctx context.Context) error {
 	}
 	var subs []*presendSub
 	var patterns [][]string
+	complete := false
 	want := map[int64]time.Time{}
 	for rows.Next() {
 		s := &presendSub{}
 		var types []string
-		if err := rows.Scan(&s.id, &types, &s.owner, &s.heldUntil); err != nil {
+		if err := rows.Scan(&s.id, &types, &s.owner, &s.heldUntil, &complete); err != nil {
 			rows.Close()
 			return fmt.Errorf("reading subscriptions: %w", err)
 		}
@@ -184,11 +198,11 @@ func (d *Dispatcher) presendRefresh(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading subscriptions: %w", err)
 	}
-	idx := &presendIndex{byPattern: map[string][]*presendSub{}, readAt: readAt}
+	idx := &presendIndex{byPattern: map[string][]*presendSub{}, readAt: readAt, complete: complete}
 	if len(subs) > maxPresendSubs {
 		// Too many to keep in memory: an empty snapshot, every event goes
 		// through the table.
-		subs = nil
+		subs, idx.complete = nil, false
 	}
 	if len(subs) > 0 {
 		infos, err := d.info.get(ctx, d.cfg.Pool, want)
@@ -238,8 +252,118 @@ type Presend struct {
 	// subscription and its id.
 	Ords, SubIDs, IDs []int64
 
+	// Complete: the snapshot held every enabled subscription and none was
+	// left out for want of room or ids, so the fan-out statement will
+	// most likely hand nothing more over and may wait for answers.
+	Complete bool
+
 	commit *Commit
 	stages []*Stages
+	jobs   []*job // parallel to IDs
+	// parts, for one merged from several (MergePresends), are those.
+	parts     []*Presend
+	partStart []int // where each part's deliveries start in IDs
+}
+
+// MergePresends is one Presend for a statement that writes the events
+// of several chunks, one after the other: the events of parts[i] start
+// at offsets[i] in it. Resolving it resolves them all.
+func MergePresends(parts []*Presend, offsets []int64) *Presend {
+	if len(parts) == 1 && offsets[0] == 0 {
+		return parts[0]
+	}
+	m := &Presend{Complete: true, parts: parts}
+	for i, p := range parts {
+		m.partStart = append(m.partStart, len(m.IDs))
+		for _, ord := range p.Ords {
+			m.Ords = append(m.Ords, ord+offsets[i])
+		}
+		m.SubIDs = append(m.SubIDs, p.SubIDs...)
+		m.IDs = append(m.IDs, p.IDs...)
+		m.Complete = m.Complete && p.Complete
+	}
+	return m
+}
+
+// The states of a job sent ahead (job.aheadState).
+const (
+	aheadSending  = iota // its attempt has not ended
+	aheadAnswered        // its result is waiting to be recorded
+	aheadWritten         // fan-out writes it with the delivery
+)
+
+// answered notes that j's attempt has ended: its result is final.
+func (p *Presend) answered(j *job) { j.aheadState.Store(aheadAnswered) }
+
+// Answers are the attempts of deliveries sent ahead that fan-out writes
+// with the deliveries, finished: each slice is parallel to Presend.IDs,
+// nil where the attempt is recorded as usual, and the slices are nil
+// when nothing is taken.
+type Answers struct {
+	Started   []*time.Time
+	Durations []*int32
+	Codes     []*int32
+	Responses []*string
+	N         int
+}
+
+// TakeAnswered takes, for fan-out to write with their deliveries, the
+// attempts sent ahead that have already succeeded: a success that set no
+// hold and needs nothing but its row. The delivery is then inserted
+// succeeded, with its attempt, in one statement, instead of inserted
+// 'delivering' and updated by the recorder: one write of the row, four
+// index entries and a commit fewer, and the recorder only counts it.
+// Call it once, before the statement is sent; the recorder sees what was
+// taken only once that statement's commit is resolved.
+func (p *Presend) TakeAnswered() Answers {
+	var a Answers
+	if p == nil {
+		return a
+	}
+	if p.parts != nil {
+		for i, part := range p.parts {
+			pa := part.TakeAnswered()
+			if pa.N == 0 {
+				continue
+			}
+			if a.N == 0 {
+				n := len(p.IDs)
+				a.Started, a.Durations, a.Codes, a.Responses = make([]*time.Time, n), make([]*int32, n), make([]*int32, n), make([]*string, n)
+			}
+			at := p.partStart[i]
+			copy(a.Started[at:], pa.Started)
+			copy(a.Durations[at:], pa.Durations)
+			copy(a.Codes[at:], pa.Codes)
+			copy(a.Responses[at:], pa.Responses)
+			a.N += pa.N
+		}
+		return a
+	}
+	for i, j := range p.jobs {
+		if j.aheadState.Load() != aheadAnswered {
+			continue
+		}
+		r := &j.res
+		rec := &r.rec
+		if r.released || r.requeue || rec.Status != "succeeded" || rec.Verdict != classify.VerdictSucceeded ||
+			rec.Hold > 0 || rec.Probe || rec.OrderingKey != nil || rec.Attempt != 1 {
+			continue
+		}
+		if a.N == 0 {
+			n := len(p.jobs)
+			a.Started, a.Durations, a.Codes, a.Responses = make([]*time.Time, n), make([]*int32, n), make([]*int32, n), make([]*string, n)
+		}
+		j.aheadState.Store(aheadWritten)
+		a.N++
+		started := rec.StartedAt
+		dur, code := int32(rec.Duration.Milliseconds()), int32(rec.StatusCode)
+		a.Started[i], a.Durations[i], a.Codes[i] = &started, &dur, &code
+		if rec.Response != "" {
+			resp := rec.Response
+			a.Responses[i] = &resp
+		}
+	}
+	return a
 }
 
 // Len is how many deliveries were sent ahead.
@@ -255,6 +379,9 @@ func (p *Presend) Started(at time.Time) {
 	if p == nil {
 		return
 	}
+	for _, part := range p.parts {
+		part.Started(at)
+	}
 	for _, s := range p.stages {
 		s.FanoutStart = at
 	}
@@ -265,7 +392,13 @@ func (p *Presend) Started(at time.Time) {
 // subscription existed). Their attempts are not recorded. It is called
 // exactly once when Len > 0.
 func (p *Presend) Resolve(err error, absent []int64) {
-	if p == nil || p.commit == nil {
+	if p == nil {
+		return
+	}
+	for _, part := range p.parts {
+		part.Resolve(err, absent)
+	}
+	if p.commit == nil {
 		return
 	}
 	if err == nil {
@@ -302,11 +435,16 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 	out := &Presend{}
 	var jobs []*job
 	taken := 0
+	complete, limited := idx.complete, false
 	for i := range events {
 		ev := &events[i]
 		first := len(out.IDs) // this event's deliveries start here
 		rest := ev.Candidates
-		for rest != "" && taken < h.Free && taken < len(p.ids) {
+		for rest != "" {
+			if taken >= h.Free || taken >= len(p.ids) {
+				limited = true
+				break
+			}
 			pat := rest
 			if sp := strings.IndexByte(rest, ' '); sp >= 0 {
 				pat, rest = rest[:sp], rest[sp+1:]
@@ -315,6 +453,7 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 			}
 			for _, s := range idx.byPattern[pat] {
 				if taken >= h.Free || taken >= len(p.ids) {
+					limited = true
 					break
 				}
 				if s.owner != nil && (ev.Owner == nil || *s.owner != *ev.Owner) {
@@ -324,6 +463,7 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 					continue
 				}
 				if s.heldUntil != nil && s.heldUntil.After(now) {
+					limited = true // the statement writes it held
 					continue
 				}
 				// A subscription two of whose patterns match (* and a.*)
@@ -337,6 +477,7 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 				}
 				if r <= 0 {
 					room[s.id] = r
+					limited = true
 					continue
 				}
 				room[s.id] = r - 1
@@ -376,8 +517,9 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 	}
 	d.sentAhead.Add(int64(taken))
 	out.commit = NewCommit()
+	out.jobs, out.Complete = jobs, complete && !limited
 	for _, j := range jobs {
-		j.commit = out.commit
+		j.commit, j.ahead = out.commit, out
 	}
 	if err := d.admit(context.WithoutCancel(ctx), jobs, h.settings, h.claimedAt, out.commit); err != nil {
 		// admit fails only settling deferred jobs, after the commit; the
@@ -390,3 +532,7 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 // SentAhead counts the deliveries this dispatcher sent before their row
 // was written (Presend).
 func (d *Dispatcher) SentAhead() int64 { return d.sentAhead.Load() }
+
+// WrittenWithDelivery counts the attempts fan-out wrote with their
+// delivery, finished (Presend.TakeAnswered), that have committed.
+func (d *Dispatcher) WrittenWithDelivery() int64 { return d.writtenAhead.Load() }

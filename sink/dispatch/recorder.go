@@ -105,6 +105,9 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 		case r.requeue:
 			handBack = append(handBack, r.job.deliveryID)
 		default:
+			// Fan-out wrote it with its delivery (Presend.TakeAnswered),
+			// in the statement that has committed by now.
+			r.rec.Written = r.job.aheadState.Load() == aheadWritten
 			attempts = append(attempts, r.rec)
 		}
 	}
@@ -116,6 +119,11 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	}
 	if err := d.recorder.Record(ctx, attempts, handBack); err != nil {
 		return err
+	}
+	for i := range attempts {
+		if attempts[i].Written {
+			d.writtenAhead.Add(1)
+		}
 	}
 	d.recorded(batch, len(attempts))
 	return nil

@@ -61,6 +61,12 @@ type Attempt struct {
 	// OrderingKey is the delivery's key when its subscription orders by
 	// key: a retry pushes the key's later deliveries back with it.
 	OrderingKey *string
+	// Written: the attempt row and the delivery's final state were
+	// written already, with the delivery itself (fan-out writes a
+	// delivery sent ahead whose answer came back before its statement;
+	// see dispatch.Presend). It counts towards the subscription's health
+	// and nothing else is written for it.
+	Written bool
 }
 
 // Outcome is the attempt's outcome column: "succeeded", "retry" (another
@@ -227,7 +233,10 @@ func (r *Recorder) Record(ctx context.Context, batch []Attempt, handBack []int64
 		if len(handBack) == 0 && len(order) == 0 {
 			// Only successes, on subscriptions known healthy whose health was
 			// written less than a second ago: one statement, its own
-			// transaction, one round trip.
+			// transaction, one round trip; none when fan-out wrote them all.
+			if len(cols.ids) == 0 {
+				return nil
+			}
 			if _, err := r.cfg.Pool.Exec(ctx, recordAttemptsSQL, cols.args(r.cfg.WorkerID)...); err != nil {
 				return fmt.Errorf("recording attempts: %w", err)
 			}
@@ -269,8 +278,10 @@ func (r *Recorder) Record(ctx context.Context, batch []Attempt, handBack []int64
 			cols = r.columns(batch)
 			order = cols.order
 		}
-		if _, err := tx.Exec(ctx, recordAttemptsSQL, cols.args(r.cfg.WorkerID)...); err != nil {
-			return fmt.Errorf("recording attempts: %w", err)
+		if len(cols.ids) > 0 {
+			if _, err := tx.Exec(ctx, recordAttemptsSQL, cols.args(r.cfg.WorkerID)...); err != nil {
+				return fmt.Errorf("recording attempts: %w", err)
+			}
 		}
 		if err := pushOrderedKeys(ctx, tx, batch); err != nil {
 			return err
@@ -325,6 +336,11 @@ func (r *Recorder) columns(batch []Attempt) *attemptColumns {
 	}
 	for i := range batch {
 		a := &batch[i]
+		outcome := a.Outcome()
+		c.delta(a, outcome)
+		if a.Written {
+			continue
+		}
 		c.ids = append(c.ids, a.DeliveryID)
 		c.attempts = append(c.attempts, int32(a.Attempt))
 		c.started = append(c.started, a.StartedAt)
@@ -335,7 +351,6 @@ func (r *Recorder) columns(batch []Attempt) *attemptColumns {
 		} else {
 			c.codes = append(c.codes, nil)
 		}
-		outcome := a.Outcome()
 		c.outcomes = append(c.outcomes, outcome)
 		c.errs = append(c.errs, nilIfEmpty(a.Error))
 		c.responses = append(c.responses, nilIfEmpty(a.Response))
@@ -347,46 +362,6 @@ func (r *Recorder) columns(batch []Attempt) *attemptColumns {
 		} else {
 			c.spend = append(c.spend, nil)
 		}
-
-		h := c.deltas[a.SubscriptionID]
-		if h == nil {
-			h = &healthDelta{}
-			c.deltas[a.SubscriptionID] = h
-			c.order = append(c.order, a.SubscriptionID)
-		}
-		at := a.StartedAt
-		if a.Probe {
-			h.probed = true
-		}
-		switch {
-		case outcome == "succeeded":
-			*h = healthDelta{reset: true, lastSuccessAt: &at, lastFailureAt: h.lastFailureAt, lastError: h.lastError,
-				gone: h.gone, goneError: h.goneError, probed: h.probed, flow: h.flow}
-		case outcome == "throttled":
-			// Not a failure: the receiver is alive and asked for time.
-			// Writing health lets the next success clear the streak.
-			h.flow = true
-		default:
-			if h.failingFrom == nil {
-				h.failingFrom = &at
-			}
-			h.lastFailureAt = &at
-			e := a.Error
-			h.lastError = &e
-			h.attemptFails++
-			if a.Probe {
-				h.probeFailed = true
-			}
-			if outcome == "failed" {
-				h.fails++
-			}
-			if a.Verdict == classify.VerdictGone {
-				h.gone, h.goneError = true, e
-				if a.GoneReason != "" {
-					h.goneError = a.GoneReason
-				}
-			}
-		}
 	}
 	// Columns NULL for every attempt of the batch (no error, no answer
 	// body, no retry: the common case) go as a NULL array, which unnest
@@ -394,6 +369,49 @@ func (r *Recorder) columns(batch []Attempt) *attemptColumns {
 	c.errs, c.responses, c.retryAfters, c.nexts = noneIfAllNil(c.errs), noneIfAllNil(c.responses), noneIfAllNil(c.retryAfters), noneIfAllNil(c.nexts)
 	c.spend = noneIfAllNil(c.spend)
 	return c
+}
+
+// delta folds attempt a, of outcome, into its subscription's health delta.
+func (c *attemptColumns) delta(a *Attempt, outcome string) {
+	h := c.deltas[a.SubscriptionID]
+	if h == nil {
+		h = &healthDelta{}
+		c.deltas[a.SubscriptionID] = h
+		c.order = append(c.order, a.SubscriptionID)
+	}
+	at := a.StartedAt
+	if a.Probe {
+		h.probed = true
+	}
+	switch {
+	case outcome == "succeeded":
+		*h = healthDelta{reset: true, lastSuccessAt: &at, lastFailureAt: h.lastFailureAt, lastError: h.lastError,
+			gone: h.gone, goneError: h.goneError, probed: h.probed, flow: h.flow}
+	case outcome == "throttled":
+		// Not a failure: the receiver is alive and asked for time.
+		// Writing health lets the next success clear the streak.
+		h.flow = true
+	default:
+		if h.failingFrom == nil {
+			h.failingFrom = &at
+		}
+		h.lastFailureAt = &at
+		e := a.Error
+		h.lastError = &e
+		h.attemptFails++
+		if a.Probe {
+			h.probeFailed = true
+		}
+		if outcome == "failed" {
+			h.fails++
+		}
+		if a.Verdict == classify.VerdictGone {
+			h.gone, h.goneError = true, e
+			if a.GoneReason != "" {
+				h.goneError = a.GoneReason
+			}
+		}
+	}
 }
 
 func (c *attemptColumns) args(workerID string) []any {

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // clockTicks is the unit of utime and stime in /proc/<pid>/stat
@@ -295,7 +297,8 @@ type CPUSplit struct {
 	Relay    float64 `json:"relay"`
 	Postgres float64 `json:"postgres,omitempty"`
 	// PostgresBy splits Postgres: walsender (logical decoding), backend
-	// (SQL sessions), autovacuum, background.
+	// (SQL sessions), autovacuum, background; relay_sessions is the part of
+	// backend spent on relay's own sessions (the rest is the producers').
 	PostgresBy map[string]float64 `json:"postgres_by,omitempty"`
 	Receiver   float64            `json:"receiver"`
 	Bench      float64            `json:"bench"`
@@ -356,6 +359,7 @@ func (b *runner) postgresCPU() map[int]pgProc {
 	if err != nil {
 		return nil
 	}
+	relayPids := b.relaySessions()
 	entries, _ := os.ReadDir("/proc")
 	procs := map[int]pgProc{}
 	for _, e := range entries {
@@ -392,14 +396,41 @@ func (b *runner) postgresCPU() map[int]pgProc {
 				kind = "backend"
 			}
 		}
-		procs[pid] = pgProc{kind: kind, cpu: time.Duration(ut+st) * time.Second / clockTicks}
+		procs[pid] = pgProc{kind: kind, relay: relayPids[pid], cpu: time.Duration(ut+st) * time.Second / clockTicks}
 	}
 	return procs
 }
 
+// relaySessions are the server processes of relay's own SQL sessions (its
+// pools name themselves relay-…), as opposed to the producers'.
+func (b *runner) relaySessions() map[int]bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, b.adminURL)
+	if err != nil {
+		return nil
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name LIKE 'relay-%'`)
+	if err != nil {
+		return nil
+	}
+	pids := map[int]bool{}
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) == nil {
+			pids[pid] = true
+		}
+	}
+	rows.Close()
+	return pids
+}
+
 type pgProc struct {
 	kind string
-	cpu  time.Duration
+	// relay: a session of relay's (kind backend).
+	relay bool
+	cpu   time.Duration
 }
 
 func (b *runner) snapCPU(rp *relayProc) cpuSnap {
@@ -430,6 +461,10 @@ func (b *runner) cpuSince(s0 cpuSnap, rp *relayProc) CPUSplit {
 			d := p.cpu - s0.postgres[pid].cpu
 			c.PostgresBy[p.kind] += d.Seconds()
 			c.Postgres += d.Seconds()
+			if p.relay || s0.postgres[pid].relay {
+				// A part of "backend", not added to the total again.
+				c.PostgresBy["relay_sessions"] += d.Seconds()
+			}
 		}
 	}
 	if c.Postgres > 0 { // otherwise the server's share is unknown

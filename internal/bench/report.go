@@ -272,8 +272,8 @@ func (r *Report) WriteTable(w io.Writer) {
 		s := c.split
 		pg := "n/a (external server)"
 		if s.Postgres > 0 {
-			pg = fmt.Sprintf("%.2f (walsender %.2f, sessions %.2f, autovacuum %.2f, background %.2f)", s.Postgres,
-				s.PostgresBy["walsender"], s.PostgresBy["backend"], s.PostgresBy["autovacuum"], s.PostgresBy["background"])
+			pg = fmt.Sprintf("%.2f (walsender %.2f, sessions %.2f of which relay's %.2f, autovacuum %.2f, background %.2f)", s.Postgres,
+				s.PostgresBy["walsender"], s.PostgresBy["backend"], s.PostgresBy["relay_sessions"], s.PostgresBy["autovacuum"], s.PostgresBy["background"])
 		}
 		fmt.Fprintf(w, "  %-8s wall %6.2f  relay %6.2f  postgres %s  receiver %6.2f  bench/producers %6.2f  other processes %6.2f  (machine busy %6.2f of %6.2f)\n",
 			c.name, s.Wall, s.Relay, pg, s.Receiver, s.Bench, s.Other, s.Machine, s.Wall*float64(m.Cores))

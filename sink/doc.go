@@ -5,7 +5,8 @@
 //	outbox (capture, upstream of sink)
 //	  │ outbox.Event
 //	  ▼
-//	fanout    match subscriptions, INSERT deliveries (hand fresh ones to dispatch)
+//	fanout    match subscriptions, INSERT deliveries (hand fresh ones to dispatch;
+//	          events dispatch sent ahead are written behind, finished when answered)
 //	  │ relay.deliveries
 //	  ▼
 //	dispatch  claim due deliveries, hold them per subscription, render, sign

@@ -106,6 +106,9 @@ func TestBenchLatencyBreakdown(t *testing.T) {
 	if at["fan-out sent"].Events != b.HandedOver || at["fan-out committed"].Events != b.HandedOver {
 		t.Errorf("fan-out points for %d/%d events, want the %d handed over", at["fan-out sent"].Events, at["fan-out committed"].Events, b.HandedOver)
 	}
+	if b.WrittenWithDelivery > b.HandedOver {
+		t.Errorf("%d deliveries written finished by fan-out, more than the %d it handed over", b.WrittenWithDelivery, b.HandedOver)
+	}
 	order := []string{"handed over", "request start", "answer", "recorded"}
 	for i := 1; i < len(order); i++ {
 		if a, z := at[order[i-1]].FromCommit.P50, at[order[i]].FromCommit.P50; z < a {

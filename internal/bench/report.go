@@ -325,7 +325,8 @@ func splitOfFanout(f *FanoutResult) *CPUSplit {
 // write prints the latency breakdown: each clock point from the
 // producer's commit, and from the point before it.
 func (b *Breakdown) write(w io.Writer) {
-	fmt.Fprintf(w, "\nLatency breakdown (%d events traced, %d handed over by fan-out; ms, p50 / p90 / p99):\n", b.Traced, b.HandedOver)
+	fmt.Fprintf(w, "\nLatency breakdown (%d events traced, %d handed over by fan-out, %d of them written finished with their attempt; ms, p50 / p90 / p99):\n",
+		b.Traced, b.HandedOver, b.WrittenWithDelivery)
 	fmt.Fprintf(w, "  %-18s %-22s %s\n", "clock point", "from commit", "step")
 	for _, p := range b.Points {
 		if p.Events == 0 {

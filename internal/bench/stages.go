@@ -33,6 +33,9 @@ const maxStageRecords = 1 << 21
 type stageRecord struct {
 	Event string   `json:"e"`
 	At    [7]int64 `json:"t"`
+	// Written: fan-out wrote the attempt with the delivery row, finished
+	// (dispatch.Stages.WrittenWithDelivery).
+	Written bool `json:"w,omitempty"`
 }
 
 // NewStageLog returns an empty log.
@@ -48,7 +51,7 @@ func nanos(t time.Time) int64 {
 // Traced implements dispatch.Tracer.
 func (l *StageLog) Traced(eventID string, s *dispatch.Stages) {
 	r := stageRecord{Event: eventID, At: [7]int64{nanos(s.Decoded), nanos(s.FanoutStart), nanos(s.FanoutCommit),
-		nanos(s.HandedOver), nanos(s.RequestStart), nanos(s.Answered), nanos(s.Recorded)}}
+		nanos(s.HandedOver), nanos(s.RequestStart), nanos(s.Answered), nanos(s.Recorded)}, Written: s.WrittenWithDelivery}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, dup := l.seen[eventID]; dup || len(l.recs) >= maxStageRecords {
@@ -81,12 +84,12 @@ func (l *StageLog) WriteFile(path string) error {
 	return f.Close()
 }
 
-func readStageLog(path string) (map[string][7]int64, error) {
+func readStageLog(path string) (map[string]stageRecord, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading relay's clock points: %w", err)
 	}
-	m := map[string][7]int64{}
+	m := map[string]stageRecord{}
 	for _, line := range bytes.Split(raw, []byte("\n")) {
 		if len(line) == 0 {
 			continue
@@ -95,7 +98,7 @@ func readStageLog(path string) (map[string][7]int64, error) {
 		if err := json.Unmarshal(line, &r); err != nil {
 			return nil, fmt.Errorf("reading relay's clock points: %w", err)
 		}
-		m[r.Event] = r.At
+		m[r.Event] = r
 	}
 	return m, nil
 }
@@ -119,9 +122,13 @@ type StagePoint struct {
 type Breakdown struct {
 	// Traced counts events with relay's clock points; HandedOver those
 	// that fan-out handed straight to the dispatcher.
-	Traced     int          `json:"traced"`
-	HandedOver int          `json:"handed_over"`
-	Points     []StagePoint `json:"points"`
+	Traced     int `json:"traced"`
+	HandedOver int `json:"handed_over"`
+	// WrittenWithDelivery counts those whose attempt fan-out wrote with
+	// the delivery row, finished (sent ahead, answered before the
+	// statement written behind).
+	WrittenWithDelivery int          `json:"written_with_delivery"`
+	Points              []StagePoint `json:"points"`
 	// Per event over the run: relay's context switches (voluntary and
 	// not, all threads: about its wake-ups), its read and write system
 	// calls (about its round trips), and the WAL PostgreSQL wrote in all
@@ -141,18 +148,22 @@ type Breakdown struct {
 // clock, "receipt" the receiver's, the others relay's: at is the index
 // in stageRecord.At, -1 for commit, -2 for receipt. Fan-out may hand
 // deliveries over before its commit is confirmed (the request need not
-// wait for it), so "fan-out committed" is measured from "fan-out sent".
+// wait for it), and a delivery sent ahead is handed over before the
+// statement is even sent (dispatch.Presend; fan-out writes it behind), so
+// the fan-out points come after the request's, off its path: "fan-out
+// sent" is measured from "WAL decoded", "fan-out committed" from "fan-out
+// sent".
 var stagePoints = []struct {
 	name, from string
 	at         int
 }{
 	{"WAL decoded", "commit", 0},
-	{"fan-out sent", "WAL decoded", 1},
-	{"handed over", "fan-out sent", 3},
-	{"fan-out committed", "fan-out sent", 2},
+	{"handed over", "WAL decoded", 3},
 	{"request start", "handed over", 4},
 	{"receipt", "request start", -2},
 	{"answer", "receipt", 5},
+	{"fan-out sent", "WAL decoded", 1},
+	{"fan-out committed", "fan-out sent", 2},
 	{"recorded", "answer", 6},
 }
 
@@ -160,17 +171,21 @@ var stagePoints = []struct {
 // the receipts. A step whose earlier point an event did not pass (a
 // delivery claimed from the table has no fan-out points) is measured from
 // the last point before it that the event passed.
-func breakdown(samples []sample, stages map[string][7]int64, rep ReceiverReport) *Breakdown {
+func breakdown(samples []sample, stages map[string]stageRecord, rep ReceiverReport) *Breakdown {
 	b := &Breakdown{}
 	from := make([][]time.Duration, len(stagePoints))
 	step := make([][]time.Duration, len(stagePoints))
 	for _, s := range samples {
-		at, ok := stages[s.id]
+		rec, ok := stages[s.id]
 		recv, got := rep.Times[s.id]
 		if !ok || !got {
 			continue
 		}
+		at := rec.At
 		b.Traced++
+		if rec.Written {
+			b.WrittenWithDelivery++
+		}
 		if at[1] != 0 {
 			b.HandedOver++
 		}
@@ -194,7 +209,7 @@ func breakdown(samples []sample, stages map[string][7]int64, rep ReceiverReport)
 			from[i] = append(from[i], time.Duration(t-s.commitNs))
 			step[i] = append(step[i], time.Duration(t-prev))
 			seen[p.name] = t
-			if p.name != "fan-out committed" {
+			if p.name != "fan-out sent" && p.name != "fan-out committed" {
 				last = t
 			}
 		}

@@ -136,7 +136,7 @@ func (d *Dispatcher) recorded(batch []*result, attempts int) {
 		now := time.Now()
 		for _, r := range batch {
 			if s := r.job.stages; s != nil && !r.released && !r.requeue && !r.uncommitted {
-				s.Recorded = now
+				s.Recorded, s.WrittenWithDelivery = now, r.rec.Written
 				t.Traced(r.job.eventID, s)
 			}
 		}

@@ -20,6 +20,10 @@ type Stages struct {
 	RequestStart, Answered time.Time
 	// Recorded is when its attempt had committed.
 	Recorded time.Time
+	// WrittenWithDelivery: fan-out wrote the attempt with the delivery
+	// row (Presend.TakeAnswered); Recorded is then when the recorder
+	// counted it, after that statement's commit.
+	WrittenWithDelivery bool
 }
 
 // Tracer receives the Stages of every recorded attempt. It is called

@@ -235,11 +235,12 @@ WITH f AS (
     RETURNING id, event_id, subscription_id, status
 ), att AS (
     -- Their attempts, for the deliveries written (not those that existed).
+    -- No ON CONFLICT: the delivery is new, its id never used before, so
+    -- no attempt of it can exist (a speculative insert costs a WAL record).
     INSERT INTO relay.delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, response_body)
     SELECT p.id, 1, p.started_at, p.duration_ms, p.status_code, 'succeeded', p.response
     FROM pre AS p JOIN ins USING (id)
     WHERE p.started_at IS NOT NULL
-    ON CONFLICT DO NOTHING
 ), n AS (
     SELECT count(*) AS inserted, count(*) FILTER (WHERE status = 'pending') AS pending,
            ARRAY(SELECT id FROM pre EXCEPT SELECT id FROM ins) AS absent

@@ -153,7 +153,8 @@ WITH f AS (
 )
 SELECT n.inserted, (SELECT count(*) FROM note) FROM n`
 
-// fanoutClaimSQL is fanoutSQL that also claims, for the dispatcher $10,
+// fanoutClaimHead and fanoutClaimTail make fanoutClaimSQL: fanoutSQL that
+// also claims, for the dispatcher $10,
 // the deliveries it has room for: per subscription the room it gives ($6,
 // $7; max_in_flight × $8 for those it does not know), and $9 in all, in
 // event order. The deliveries the dispatcher already sent (dispatch.Presend:
@@ -166,7 +167,7 @@ SELECT n.inserted, (SELECT count(*) FROM note) FROM n`
 // how many deliveries were inserted and left pending, the ids sent ahead it
 // did not write (their delivery existed), and one row per other claimed
 // delivery with its subscription's updated_at.
-const fanoutClaimSQL = `
+const fanoutClaimHead = `
 WITH f AS (
     SELECT EXISTS (SELECT 1 FROM relay.subscriptions WHERE enabled AND filter IS NOT NULL) AS any
 ), e AS MATERIALIZED (
@@ -233,6 +234,13 @@ WITH f AS (
     ORDER BY ord, subscription_id
     ON CONFLICT (event_id, subscription_id) DO NOTHING
     RETURNING id, event_id, subscription_id, status
+`
+
+// writtenAttemptsCTE, between fanoutClaimHead and fanoutClaimTail, writes
+// the attempts of the deliveries sent ahead whose success is back. It is
+// left out when there are none: even with nothing to insert, it made a
+// statement of 2,000 events 9 % slower (107 against 98 ms, idle server).
+const writtenAttemptsCTE = `
 ), att AS (
     -- Their attempts, for the deliveries written (not those that existed).
     -- No ON CONFLICT: the delivery is new, its id never used before, so
@@ -241,6 +249,9 @@ WITH f AS (
     SELECT p.id, 1, p.started_at, p.duration_ms, p.status_code, 'succeeded', p.response
     FROM pre AS p JOIN ins USING (id)
     WHERE p.started_at IS NOT NULL
+`
+
+const fanoutClaimTail = `
 ), n AS (
     SELECT count(*) AS inserted, count(*) FILTER (WHERE status = 'pending') AS pending,
            ARRAY(SELECT id FROM pre EXCEPT SELECT id FROM ins) AS absent
@@ -256,6 +267,13 @@ LEFT JOIN (
     FROM ins AS i JOIN relay.subscriptions AS s ON s.id = i.subscription_id
     WHERE i.status = 'delivering' AND NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = i.id)
 ) AS c ON true`
+
+// fanoutClaimSQL and fanoutClaimWritingSQL are the statement without and
+// with writtenAttemptsCTE.
+const (
+	fanoutClaimSQL        = fanoutClaimHead + fanoutClaimTail
+	fanoutClaimWritingSQL = fanoutClaimHead + writtenAttemptsCTE + fanoutClaimTail
+)
 
 // HandleEvents writes the deliveries of events and commits before returning.
 func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error {
@@ -509,7 +527,11 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, pre *d
 	if pre != nil {
 		preOrds, preSubs, preIDs = pre.Ords, pre.SubIDs, pre.IDs
 	}
-	sd, err := c.Prepare(ctx, fanoutClaimSQL, fanoutClaimSQL)
+	q := fanoutClaimSQL
+	if answers.N > 0 {
+		q = fanoutClaimWritingSQL
+	}
+	sd, err := c.Prepare(ctx, q, q)
 	if err != nil {
 		return 0, 0, 0, false, nil, err
 	}
@@ -538,7 +560,7 @@ func (f *Fanout) insertClaiming(ctx context.Context, h *dispatch.Handoff, pre *d
 			// Prepared here by name, so pgx's statement cache does not
 			// renew it: a plan a schema change made stale ("cached plan
 			// must not change result type") would fail every retry.
-			_ = c.Deallocate(ctx, fanoutClaimSQL)
+			_ = c.Deallocate(ctx, q)
 		}
 		return 0, 0, 0, false, nil, err
 	}

@@ -64,10 +64,10 @@ type job struct {
 	// commit, for a delivery fan-out handed over before its commit was
 	// confirmed, is that commit's outcome; nil when committed already.
 	commit *Commit
-	// ahead is the Presend that sent the job before its row was written,
-	// nil otherwise; aheadState says whether its result is back and
-	// whether fan-out took it to write (see Presend.TakeAnswered).
-	ahead      *Presend
+	// sentAhead: a Presend sent the job before its row was written;
+	// aheadState then says whether its result is back and whether
+	// fan-out took it to write (see Presend.TakeAnswered).
+	sentAhead  bool
 	aheadState atomic.Int32
 
 	// res is the job's one result, kept here rather than allocated.

@@ -331,8 +331,9 @@ func (d *Dispatcher) worker(ctx context.Context) {
 		}
 		d.sentLocked(j, time.Now())
 		d.mu.Unlock()
-		if j.ahead != nil {
-			j.ahead.answered(j)
+		if j.sentAhead {
+			// Its result is final: fan-out may take it (TakeAnswered).
+			j.aheadState.Store(aheadAnswered)
 		}
 		d.results <- r
 	}

@@ -292,9 +292,6 @@ const (
 	aheadWritten         // fan-out writes it with the delivery
 )
 
-// answered notes that j's attempt has ended: its result is final.
-func (p *Presend) answered(j *job) { j.aheadState.Store(aheadAnswered) }
-
 // Answers are the attempts of deliveries sent ahead that fan-out writes
 // with the deliveries, finished: each slice is parallel to Presend.IDs,
 // nil where the attempt is recorded as usual, and the slices are nil
@@ -519,7 +516,7 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 	out.commit = NewCommit()
 	out.jobs, out.Complete = jobs, complete && !limited
 	for _, j := range jobs {
-		j.commit, j.ahead = out.commit, out
+		j.commit, j.sentAhead = out.commit, true
 	}
 	if err := d.admit(context.WithoutCancel(ctx), jobs, h.settings, h.claimedAt, out.commit); err != nil {
 		// admit fails only settling deferred jobs, after the commit; the

@@ -293,6 +293,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.dispatcher.Start(ctx); err != nil {
 		return err
 	}
+	a.metrics.RegisterSentAhead(a.dispatcher.SentAhead, a.dispatcher.WrittenWithDelivery)
 
 	// Fan-out hands fresh deliveries straight to this relay's dispatcher
 	// when it has room; what it leaves pending wakes the claim loop.

@@ -132,7 +132,8 @@ func TestAdminAPIOnARunningRelay(t *testing.T) {
 	resp.Body.Close()
 	// Three events went through the stream: two test events (each test
 	// button press goes through the outbox too) and the thread.created.
-	for _, want := range []string{`relay_delivery_attempts_total{outcome="succeeded"} 2`, `relay_events_captured_total 3`, `relay_replication_slot_active{slot="` + db.Name + `"} 1`} {
+	for _, want := range []string{`relay_delivery_attempts_total{outcome="succeeded"} 2`, `relay_events_captured_total 3`, `relay_replication_slot_active{slot="` + db.Name + `"} 1`,
+		"\nrelay_deliveries_sent_ahead_total ", "\nrelay_attempts_written_with_delivery_total "} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}

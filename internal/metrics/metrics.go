@@ -18,6 +18,8 @@
 //	relay_oldest_pending_age_seconds                gauge     age of the oldest pending or delivering delivery (0 if none)
 //	relay_subscriptions{state}                      gauge     subscriptions by state: enabled (and healthy),
 //	                                                          failing (enabled, consecutive_failures > 0), disabled
+//	relay_deliveries_sent_ahead_total               counter   deliveries sent before their row was written (fresh events)
+//	relay_attempts_written_with_delivery_total      counter   of those, attempts fan-out wrote with the row, finished
 //	relay_ready                                     gauge     1 when /readyz would answer 200 (see RegisterReadiness)
 //	relay_build_info{version,commit,go_version}     gauge     always 1; the labels say which build runs
 //
@@ -153,6 +155,29 @@ func (r readiness) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
 	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.GaugeValue, b2f(r.check(ctx) == nil))
+}
+
+// RegisterSentAhead adds relay_deliveries_sent_ahead_total and
+// relay_attempts_written_with_delivery_total, read at scrape time from the
+// dispatcher's own counts (dispatch.Dispatcher.SentAhead and
+// WrittenWithDelivery): how many deliveries went out before their row was
+// written, and how many of those fan-out wrote already finished. A low
+// share of the second says receivers answer slower than fan-out writes
+// behind. Call it at most once. Safe on a nil *Metrics.
+func (m *Metrics) RegisterSentAhead(sent, written func() int64) {
+	if m == nil || sent == nil || written == nil {
+		return
+	}
+	m.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "relay_deliveries_sent_ahead_total",
+			Help: "Deliveries of fresh events sent before their delivery row was written (the row is written with the same id right after).",
+		}, func() float64 { return float64(sent()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "relay_attempts_written_with_delivery_total",
+			Help: "Attempts of deliveries sent ahead that fan-out wrote with the delivery row, finished, because the answer came back first.",
+		}, func() float64 { return float64(written()) }),
+	)
 }
 
 // AddTimeout counts one attempt that timed out. Safe on a nil *Metrics.

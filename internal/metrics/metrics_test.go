@@ -262,4 +262,24 @@ func TestBuildInfoTimeoutsAndReadiness(t *testing.T) {
 	var nilMetrics *metrics.Metrics
 	nilMetrics.AddTimeout()
 	nilMetrics.RegisterReadiness(func(context.Context) error { return nil })
+	nilMetrics.RegisterSentAhead(func() int64 { return 1 }, func() int64 { return 1 })
+}
+
+// The sent-ahead counters read the dispatcher's counts at each scrape.
+func TestSentAheadCounters(t *testing.T) {
+	t.Parallel()
+	m := metrics.New(nil, "")
+	sent, written := int64(7), int64(5)
+	m.RegisterSentAhead(func() int64 { return sent }, func() int64 { return written })
+	if v := mustValue(t, m, "relay_deliveries_sent_ahead_total", nil); v != 7 {
+		t.Errorf("relay_deliveries_sent_ahead_total = %v, want 7", v)
+	}
+	sent, written = 9, 8
+	body := scrape(t, m.Handler())
+	for _, want := range []string{"relay_deliveries_sent_ahead_total 9", "relay_attempts_written_with_delivery_total 8",
+		"# TYPE relay_attempts_written_with_delivery_total counter"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
 }

@@ -89,6 +89,7 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	defer func() { clear(attempts); d.recordBuf = attempts[:0] }()
 	var handBack []int64
 	dropped := 0
+	var written int64
 	for _, r := range batch {
 		if c := r.job.commit; c != nil && !r.uncommitted {
 			// Handed over before its insert's commit was confirmed: the row
@@ -108,6 +109,9 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 			// Fan-out wrote it with its delivery (Presend.TakeAnswered),
 			// in the statement that has committed by now.
 			r.rec.Written = r.job.aheadState.Load() == aheadWritten
+			if r.rec.Written {
+				written++
+			}
 			attempts = append(attempts, r.rec)
 		}
 	}
@@ -120,11 +124,7 @@ func (d *Dispatcher) record(ctx context.Context, batch []*result) error {
 	if err := d.recorder.Record(ctx, attempts, handBack); err != nil {
 		return err
 	}
-	for i := range attempts {
-		if attempts[i].Written {
-			d.writtenAhead.Add(1)
-		}
-	}
+	d.writtenAhead.Add(written)
 	d.recorded(batch, len(attempts))
 	return nil
 }

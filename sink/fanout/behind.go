@@ -33,6 +33,7 @@ import (
 type behindGroup struct {
 	// Under Fanout.mu until the group closes.
 	events   []outbox.Event
+	cands    []string // the events' candidates (candidatesOf)
 	handoffs []*dispatch.Handoff
 	pres     []*dispatch.Presend
 	offsets  []int64 // where each chunk's events start in events
@@ -48,7 +49,7 @@ type behindGroup struct {
 // writeBehind adds a chunk sent ahead to the group gathering, or starts
 // one, and returns the channel that receives the outcome of the
 // statement that writes it.
-func (f *Fanout) writeBehind(ctx context.Context, events []outbox.Event, h *dispatch.Handoff, pre *dispatch.Presend) <-chan error {
+func (f *Fanout) writeBehind(ctx context.Context, events []outbox.Event, cands []string, h *dispatch.Handoff, pre *dispatch.Presend) <-chan error {
 	durable := make(chan error, 1) // never blocks the group
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -61,6 +62,7 @@ func (f *Fanout) writeBehind(ctx context.Context, events []outbox.Event, h *disp
 	g.offsets = append(g.offsets, int64(len(g.events)))
 	// The stream reuses its slice of events, not what they point to.
 	g.events = append(g.events, events...)
+	g.cands = append(g.cands, cands...)
 	g.handoffs = append(g.handoffs, h)
 	g.pres = append(g.pres, pre)
 	g.durables = append(g.durables, durable)
@@ -89,7 +91,7 @@ func (f *Fanout) runBehind(ctx context.Context, g, prev *behindGroup) {
 		h.Cancel()
 	}
 	pre := dispatch.MergePresends(g.pres, g.offsets)
-	_, durable, err := f.write(ctx, g.events, columnsOf(g.events), g.handoffs[0], pre, true)
+	_, durable, err := f.write(ctx, g.events, columnsOf(g.events, g.cands), g.handoffs[0], pre, true)
 	// Had it left deliveries pending, write would have committed first.
 	close(g.written)
 	f.mu.Lock()

@@ -340,20 +340,33 @@ type chunkColumns struct {
 	targets, skips []*int64
 }
 
-func columnsOf(events []outbox.Event) chunkColumns {
+// candidatesOf gives each event the patterns its type matches
+// (eventTypeCandidates), once per type.
+func candidatesOf(events []outbox.Event) []string {
+	cands := make([]string, len(events))
+	byType := map[string]string{}
+	for i := range events {
+		t := events[i].Type
+		cand, ok := byType[t]
+		if !ok {
+			cand = eventTypeCandidates(t)
+			byType[t] = cand
+		}
+		cands[i] = cand
+	}
+	return cands
+}
+
+// columnsOf builds the statement's arrays of events, whose candidates
+// (candidatesOf) are cands.
+func columnsOf(events []outbox.Event, cands []string) chunkColumns {
 	ids := make([]string, len(events))
 	uuids := make([][16]byte, len(events))
 	allParsed := true
-	c := chunkColumns{cands: make([]string, len(events)), payloads: make([]string, len(events))}
-	byType := map[string]string{}
+	c := chunkColumns{cands: cands, payloads: make([]string, len(events))}
 	for i := range events {
 		ev := &events[i]
-		cand, ok := byType[ev.Type]
-		if !ok {
-			cand = eventTypeCandidates(ev.Type)
-			byType[ev.Type] = cand
-		}
-		ids[i], c.cands[i], c.payloads[i] = ev.EventID, cand, string(ev.Payload)
+		ids[i], c.payloads[i] = ev.EventID, string(ev.Payload)
 		if allParsed {
 			uuids[i], allParsed = parseUUID(ev.EventID)
 		}
@@ -398,23 +411,24 @@ func columnsOf(events []outbox.Event) chunkColumns {
 // slot's acknowledgement: it is written behind (see writeBehind), and
 // the count returned is of the deliveries sent ahead.
 func (f *Fanout) handleChunk(ctx context.Context, events []outbox.Event, mayOverlap bool) (int64, <-chan error, error) {
-	cols := columnsOf(events)
+	cands := candidatesOf(events)
 	var h *dispatch.Handoff
 	var pre *dispatch.Presend
 	if d := f.cfg.Dispatcher; d != nil {
 		h = d.ReserveHandoff(ctx)
 		if h != nil {
-			fresh := freshEvents(events, cols.cands)
+			fresh := freshEvents(events, cands)
 			pre = h.Presend(ctx, fresh)
 			if mayOverlap && f.cfg.WriteBehind > 0 && pre != nil && pre.Complete && len(fresh) == len(events) {
-				return int64(pre.Len()), f.writeBehind(ctx, events, h, pre), nil
+				// The group builds the statement's arrays, once for all.
+				return int64(pre.Len()), f.writeBehind(ctx, events, cands, h, pre), nil
 			}
 		}
 	}
 	// Statements run in the order of their events: a chunk written behind
 	// goes first.
 	f.awaitBehind()
-	return f.write(ctx, events, cols, h, pre, mayOverlap)
+	return f.write(ctx, events, columnsOf(events, cands), h, pre, mayOverlap)
 }
 
 // write runs the fan-out statement of a chunk (see handleChunk): claiming

@@ -287,6 +287,35 @@ func (r *receiverProc) waitReceived(ctx context.Context, want int, timeout time.
 	}
 }
 
+// waitAll polls the receiver until every key of want has arrived or
+// timeout passes, and returns the last report. A count would not do where
+// other keys may arrive too: it could be reached before all of want are.
+func (r *receiverProc) waitAll(ctx context.Context, want []string, timeout time.Duration) (ReceiverReport, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		// The counts are cheap; the report is read once they allow it.
+		if _, err := r.waitReceived(ctx, len(want), time.Until(deadline)); err != nil {
+			return ReceiverReport{}, err
+		}
+		rep, err := r.report(ctx)
+		if err != nil {
+			return rep, err
+		}
+		c, _ := check(want, rep)
+		if c.Missing == 0 {
+			return rep, nil
+		}
+		if time.Now().After(deadline) {
+			return rep, fmt.Errorf("only %d of %d deliveries arrived within %s", c.Received, len(want), timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // CPUSplit is where the machine's CPU went during a measurement, in
 // seconds: relay, PostgreSQL (postmaster and its children; only for the
 // throwaway cluster), the receiver and the benchmark process itself (the

@@ -670,6 +670,10 @@ type OverheadResult struct {
 	CaptureOnlyPerSec float64 `json:"capture_only_per_sec"`
 	CaptureOnlyRatio  float64 `json:"capture_only_ratio"`
 	OutboxCheck       Check   `json:"outbox_check"`
+	// SentWhileDisabled counts the events of the capture-only phases
+	// (committed after the subscription was disabled) that reached the
+	// receiver all the same; it must be 0.
+	SentWhileDisabled int `json:"sent_while_disabled"`
 	// CPU is where the machine's CPU went during the delivered phases,
 	// CaptureCPU during the capture-only ones.
 	CPU        CPUSplit `json:"cpu_split"`
@@ -717,7 +721,7 @@ func (b *runner) overhead(ctx context.Context) error {
 		durs []time.Duration
 	}
 	var plain, capture, delivered tally
-	var outboxIDs []string
+	var outboxIDs, disabledIDs []string
 	var split, captureSplit CPUSplit
 	for _, kind := range []string{"plain", "capture", "delivered", "plain", "capture", "delivered"} {
 		table := "relay.outbox"
@@ -739,13 +743,16 @@ func (b *runner) overhead(ctx context.Context) error {
 		case "capture":
 			t = &capture
 			captureSplit.add(b.cpuSince(s0, rp))
+			for _, s := range res.samples {
+				disabledIDs = append(disabledIDs, s.id)
+			}
 		case "delivered":
 			t = &delivered
 			for _, s := range res.samples {
 				outboxIDs = append(outboxIDs, s.id)
 			}
 			// Let relay finish before the next phase.
-			if _, err := b.recv.waitReceived(ctx, len(outboxIDs), 2*time.Minute); err != nil {
+			if _, err := b.recv.waitAll(ctx, outboxIDs, 2*time.Minute); err != nil {
 				return err
 			}
 			split.add(b.cpuSince(s0, rp))
@@ -765,6 +772,9 @@ func (b *runner) overhead(ctx context.Context) error {
 	}
 	c, _ := check(outboxIDs, rep)
 	b.noteChecks(c.Missing, c.Duplicates)
+	// Events committed while the subscription was disabled must not
+	// reach it: relay stops sending to a subscription from the change on.
+	sentDisabled := len(disabledIDs) - func() int { d, _ := check(disabledIDs, rep); return d.Missing }()
 	r := &OverheadResult{
 		Producers:         b.cfg.Producers,
 		PhaseSeconds:      phase.Seconds(),
@@ -774,6 +784,7 @@ func (b *runner) overhead(ctx context.Context) error {
 		PlainP50Ms:        ms(percentile(plain.durs, 0.5)),
 		OutboxP50Ms:       ms(percentile(delivered.durs, 0.5)),
 		OutboxCheck:       c,
+		SentWhileDisabled: sentDisabled,
 		CPU:               split,
 		CaptureCPU:        captureSplit,
 	}
@@ -782,6 +793,9 @@ func (b *runner) overhead(ctx context.Context) error {
 	b.report.Overhead = r
 	if c.Missing > 0 {
 		return errIncomplete
+	}
+	if sentDisabled > 0 {
+		return fmt.Errorf("%d events committed after their subscription was disabled were sent to it", sentDisabled)
 	}
 	return nil
 }

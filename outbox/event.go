@@ -79,6 +79,30 @@ type PipelinedHandler interface {
 	StartEvents(ctx context.Context, events []Event) (durable <-chan error, err error)
 }
 
+// MessageHandler is a Handler that also reads the logical decoding
+// messages written with pg_logical_emit_message(true, prefix, content)
+// whose prefix is in MessagePrefixes. A transactional message is decoded
+// with its transaction, once it has committed, in commit order with the
+// events: HandleMessage is called in the stream's goroutine before any
+// event of a later transaction is handed over, which is what tells
+// relay, in the WAL's own order, that its subscriptions changed (see
+// sink/dispatch/presend.go).
+type MessageHandler interface {
+	Handler
+	MessagePrefixes() []string
+	// HandleMessage must not block: it runs between two events.
+	HandleMessage(m Message)
+}
+
+// Message is a logical decoding message of a committed transaction.
+type Message struct {
+	Prefix string
+	// Content is the handler's to keep.
+	Content []byte
+	// LSN is where the message is in the WAL.
+	LSN pglogrepl.LSN
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, events []Event) error
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,9 +286,14 @@ func (s *Stream) session(ctx context.Context) error {
 		return fmt.Errorf("identifying the server: %w", err)
 	}
 	// Restart from the slot's confirmed position (LSN 0 asks the server for it).
-	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + s.cfg.Publication + "'"},
-	})
+	args := []string{"proto_version '1'", "publication_names '" + s.cfg.Publication + "'"}
+	if _, ok := s.cfg.Handler.(MessageHandler); ok {
+		// pgoutput sends logical decoding messages only when asked to
+		// (PostgreSQL 14 and later), every prefix: the loop keeps the
+		// handler's.
+		args = append(args, "messages 'true'")
+	}
+	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args})
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "55006" {
@@ -571,6 +577,12 @@ func (l *loop) decode(ctx context.Context, data []byte) error {
 				// A big transaction: hand over a chunk now, acknowledge at commit.
 				return l.flush(ctx)
 			}
+		}
+	case *pglogrepl.LogicalDecodingMessage:
+		// Only transactional ones: those are decoded at their commit, in
+		// order with the events.
+		if mh, ok := l.s.cfg.Handler.(MessageHandler); ok && m.Transactional && slices.Contains(mh.MessagePrefixes(), m.Prefix) {
+			mh.HandleMessage(Message{Prefix: m.Prefix, Content: bytes.Clone(m.Content), LSN: m.LSN})
 		}
 	case *pglogrepl.CommitMessage:
 		l.dec.inTx = false

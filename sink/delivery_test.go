@@ -34,6 +34,7 @@ type captured struct {
 	Header http.Header
 	Body   []byte
 	At     time.Time
+	Path   string
 }
 
 // receiver is a real HTTP server on 127.0.0.1 that answers with respond
@@ -50,7 +51,7 @@ func newReceiver(t *testing.T, respond func(n int, w http.ResponseWriter, r *htt
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
-		rc.got = append(rc.got, captured{r.Header.Clone(), body, time.Now()})
+		rc.got = append(rc.got, captured{r.Header.Clone(), body, time.Now(), r.URL.Path})
 		n := len(rc.got)
 		rc.mu.Unlock()
 		if rc.respond != nil {

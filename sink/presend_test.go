@@ -107,6 +107,81 @@ func TestFreshEventsSentAheadMatchTheLog(t *testing.T) {
 	}
 }
 
+// A change of subscriptions reaches the relay that holds the slot through
+// the WAL, in commit order with the events (migration 000009): an event
+// committed right after a subscription is disabled, or given to another
+// owner, is not sent to it by the snapshot from before, even when no
+// notification arrives at all. The change here is made with triggers off
+// (session_replication_role = replica), so the listener hears nothing,
+// and the test writes the WAL message the trigger would have; without it,
+// the snapshot from before would be used until its TTL (5 s).
+func TestSubscriptionChangesAreHeardInCommitOrder(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	rc := newReceiver(t, nil)
+	plain, _ := subscribe(t, db, nil, rc.URL+"/plain", []string{"order.*"}, "")
+	owned, _ := subscribe(t, db, "alice", rc.URL+"/alice", []string{"*"}, "")
+	// Filtered, so never in the snapshot: it shows each event was handled.
+	witness, _ := subscribe(t, db, nil, rc.URL+"/witness", []string{"*"}, `filter = '$.n ? (@ > 0)'`)
+	d := startHandoff(t, db, nil)
+
+	emit := func(i int) {
+		db.Exec(t, `INSERT INTO relay.outbox (event_type, owner, payload) VALUES ('order.paid', 'alice', jsonb_build_object('n', $1::int))`, i)
+	}
+	i := 0
+	waitFor(t, 15*time.Second, "deliveries sent ahead to both", func() bool {
+		i++
+		emit(i)
+		time.Sleep(20 * time.Millisecond)
+		return d.SentAhead() >= 2
+	})
+	waitFor(t, 15*time.Second, "the warm-up delivered", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE subscription_id = $1 AND status = 'succeeded'`, witness) == i
+	})
+	sentBefore := d.SentAhead()
+	ctx := context.Background()
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		for _, q := range []string{
+			`SET LOCAL session_replication_role = replica`,
+			`UPDATE relay.subscriptions SET enabled = false WHERE id = ` + strconv.FormatInt(plain, 10),
+			`UPDATE relay.subscriptions SET owner = 'bob' WHERE id = ` + strconv.FormatInt(owned, 10),
+			`SELECT pg_logical_emit_message(true, '` + fanout.SubscriptionsMessage + `', pg_current_xact_id()::text)`,
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At once, and a few more while the snapshot is read again.
+	for k := 0; k < 5; k++ {
+		i++
+		emit(i)
+	}
+	waitFor(t, 15*time.Second, "the last events delivered to the witness", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE subscription_id = $1 AND status = 'succeeded'`, witness) == i
+	})
+	time.Sleep(200 * time.Millisecond)
+	for _, sub := range []int64{plain, owned} {
+		if n := count(t, db.Pool, `SELECT count(*) FROM relay.deliveries WHERE subscription_id = $1`, sub); n != i-5 {
+			t.Errorf("subscription %d has %d deliveries, want the %d of the events before its change", sub, n, i-5)
+		}
+	}
+	paths := map[string]int{}
+	for _, r := range rc.requests() {
+		paths[r.Path]++
+	}
+	if paths["/plain"] != i-5 || paths["/alice"] != i-5 || paths["/witness"] != i {
+		t.Errorf("receiver got %v, want %d on /plain and /alice and %d on /witness", paths, i-5, i)
+	}
+	if n := d.SentAhead() - sentBefore; n != 0 {
+		t.Errorf("%d deliveries sent ahead after the change, want 0 (no subscription left to send to ahead)", n)
+	}
+}
+
 // presendCrashHandler is the child side of
 // TestCrashAfterSendingAheadBeforeTheLogIsWritten: the stream hands events
 // to the fan-out, which sends fresh ones ahead through a dispatcher. It

@@ -40,13 +40,23 @@ import (
 // deliveries whose success is back by then are inserted finished with
 // their attempt (TakeAnswered), so the recorder writes nothing for them.
 //
-// The snapshot is only used while it is known to be current: the schema
-// notifies relay_subscriptions on every change that decides whether a
-// subscription gets an event (migration 000008), the listener drops the
-// snapshot at once and reads it again, and a snapshot is not used while
-// the listener is not connected. A change reaches this relay a fraction of
-// a millisecond after its commit; an event committed within that moment
-// may still be sent by the snapshot from before.
+// The snapshot is only used while it is known to be current. Every change
+// that decides whether a subscription gets an event (migration 000008)
+// writes a logical decoding message into the WAL with its transaction
+// (migration 000009): the stream decodes it in commit order with the
+// events, and the snapshot is dropped (SubscriptionsChanged) before any
+// event committed after the change is matched. The snapshot read again is
+// kept only if it sees that transaction: logical decoding may hand a
+// transaction over a moment before its rows are visible to other
+// sessions. A notification on relay_subscriptions drops the snapshot too
+// (a relay that does not hold the slot hears of changes that way), and no
+// snapshot is used while the listener is not connected.
+//
+// The notification alone left a window: it reaches the listener after the
+// commit, and an event committed meanwhile was matched by the snapshot
+// from before. relay bench's write-overhead scenario, which disables its
+// subscription and inserts at once, saw 127 events of a 3 s phase still
+// sent to the disabled subscription.
 
 // maxPresendSubs bounds the subscriptions in the snapshot. Past it,
 // events go through the table as before: a snapshot of many thousands
@@ -86,9 +96,13 @@ type presender struct {
 	gen uint64
 	// listening: the listener is connected, so notifications arrive.
 	listening bool
-	ids       []int64
-	kick      chan struct{}
-	done      chan struct{}
+	// mustSee are the transactions (xid8, as text) of the subscription
+	// changes the stream decoded: a snapshot is kept only when they are
+	// all visible to it.
+	mustSee []string
+	ids     []int64
+	kick    chan struct{}
+	done    chan struct{}
 }
 
 // invalidate drops the snapshot (a subscription changed, or notifications
@@ -102,6 +116,23 @@ func (p *presender) invalidate(listening bool) {
 	p.wake()
 }
 
+// SubscriptionsChanged drops the snapshot because the stream decoded a
+// change of subscriptions committed by transaction xid (the content of
+// its relay.subscriptions message): the events decoded after it are
+// matched by a snapshot that sees that change, or go through the table.
+// It is called by fan-out in the stream's goroutine and does not block.
+func (d *Dispatcher) SubscriptionsChanged(xid string) {
+	p := &d.presend
+	p.mu.Lock()
+	p.gen++
+	p.index = nil
+	if xid != "" && !slices.Contains(p.mustSee, xid) {
+		p.mustSee = append(p.mustSee, xid)
+	}
+	p.mu.Unlock()
+	p.wake()
+}
+
 func (p *presender) wake() {
 	select {
 	case p.kick <- struct{}{}:
@@ -109,13 +140,25 @@ func (p *presender) wake() {
 	}
 }
 
+// presendSnapshotSQL reads the snapshot. Its first column says whether
+// the statement sees every transaction of $2 (committed changes the stream
+// decoded); the subscriptions follow, NULL when there are none.
 const presendSnapshotSQL = `
-SELECT id, event_types, owner, held_until,
-       NOT EXISTS (SELECT 1 FROM relay.subscriptions
-                   WHERE enabled AND NOT (filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL))
-FROM relay.subscriptions
-WHERE enabled AND filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL
-LIMIT $1`
+SELECT v.seen, s.*
+FROM (SELECT coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), true) AS seen
+      FROM unnest($2::text[]::xid8[]) AS x) AS v
+LEFT JOIN LATERAL (
+    SELECT id, event_types, owner, held_until,
+           NOT EXISTS (SELECT 1 FROM relay.subscriptions
+                       WHERE enabled AND NOT (filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL))
+    FROM relay.subscriptions
+    WHERE enabled AND filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL
+    LIMIT $1
+) AS s ON true`
+
+// unseenRetry is how soon a snapshot is read again when it did not yet see
+// a change the stream decoded (visible within milliseconds).
+const unseenRetry = time.Millisecond
 
 // presendLoop keeps the snapshot current and ids in stock until ctx ends.
 func (d *Dispatcher) presendLoop(ctx context.Context) {
@@ -130,64 +173,83 @@ func (d *Dispatcher) presendLoop(ctx context.Context) {
 		case <-p.kick:
 		case <-timer.C:
 		}
-		if err := d.presendRefresh(ctx); err != nil && ctx.Err() == nil {
+		unseen, err := d.presendRefresh(ctx)
+		if err != nil && ctx.Err() == nil {
 			d.log.Warn().Err(err).Msg("reading subscriptions to send fresh events at once (they go through the table meanwhile)")
 		}
-		timer.Reset(subCacheTTL) // since Go 1.23, Reset drops a pending tick
+		next := subCacheTTL
+		if unseen {
+			next = unseenRetry
+		}
+		timer.Reset(next) // since Go 1.23, Reset drops a pending tick
 	}
 }
 
 // presendRefresh takes ids when fewer than half a batch are left, and
 // reads the snapshot again when it is missing or older than the
 // subscription cache's TTL (which covers hand edits of columns that do
-// not notify, such as url).
-func (d *Dispatcher) presendRefresh(ctx context.Context) error {
+// not notify, such as url). unseen reports a snapshot not kept because it
+// did not yet see a change the stream decoded: read it again soon.
+func (d *Dispatcher) presendRefresh(ctx context.Context) (unseen bool, err error) {
 	p := &d.presend
 	p.mu.Lock()
 	needIDs := len(p.ids) < presendIDBatch/2
 	gen, listening := p.gen, p.listening
 	stale := p.index == nil || time.Since(p.index.readAt) >= subCacheTTL
+	mustSee := slices.Clone(p.mustSee)
 	p.mu.Unlock()
 	if needIDs {
 		var ids []int64
 		rows, err := d.cfg.Pool.Query(ctx, `SELECT nextval(pg_get_serial_sequence('relay.deliveries', 'id')) FROM generate_series(1, $1)`, presendIDBatch)
 		if err != nil {
-			return fmt.Errorf("taking delivery ids: %w", err)
+			return false, fmt.Errorf("taking delivery ids: %w", err)
 		}
 		for rows.Next() {
 			var id int64
 			if err := rows.Scan(&id); err != nil {
 				rows.Close()
-				return fmt.Errorf("taking delivery ids: %w", err)
+				return false, fmt.Errorf("taking delivery ids: %w", err)
 			}
 			ids = append(ids, id)
 		}
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("taking delivery ids: %w", err)
+			return false, fmt.Errorf("taking delivery ids: %w", err)
 		}
 		p.mu.Lock()
 		p.ids = append(p.ids, ids...)
 		p.mu.Unlock()
 	}
 	if !stale || !listening {
-		return nil
+		return false, nil
 	}
 	readAt := time.Now()
-	rows, err := d.cfg.Pool.Query(ctx, presendSnapshotSQL, maxPresendSubs+1)
+	if mustSee == nil {
+		mustSee = []string{} // an empty array, not NULL
+	}
+	rows, err := d.cfg.Pool.Query(ctx, presendSnapshotSQL, maxPresendSubs+1, mustSee)
 	if err != nil {
-		return fmt.Errorf("reading subscriptions: %w", err)
+		return false, fmt.Errorf("reading subscriptions: %w", err)
 	}
 	var subs []*presendSub
 	var patterns [][]string
-	complete := false
+	complete, seen := false, false
 	want := map[int64]time.Time{}
 	for rows.Next() {
 		s := &presendSub{}
+		var id *int64
 		var types []string
-		if err := rows.Scan(&s.id, &types, &s.owner, &s.heldUntil, &complete); err != nil {
+		var all *bool
+		if err := rows.Scan(&seen, &id, &types, &s.owner, &s.heldUntil, &all); err != nil {
 			rows.Close()
-			return fmt.Errorf("reading subscriptions: %w", err)
+			return false, fmt.Errorf("reading subscriptions: %w", err)
 		}
+		if id == nil {
+			// No subscription: every enabled one has a filter, a
+			// window, ordering or an open circuit, or there is none.
+			complete = false
+			break
+		}
+		s.id, complete = *id, *all
 		subs = append(subs, s)
 		patterns = append(patterns, types)
 		// A zero updated_at matches no cached entry: the snapshot reads
@@ -195,8 +257,12 @@ func (d *Dispatcher) presendRefresh(ctx context.Context) error {
 		// notified without moving updated_at.
 		want[s.id] = time.Time{}
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading subscriptions: %w", err)
+		return false, fmt.Errorf("reading subscriptions: %w", err)
+	}
+	if !seen {
+		return true, nil
 	}
 	idx := &presendIndex{byPattern: map[string][]*presendSub{}, readAt: readAt, complete: complete}
 	if len(subs) > maxPresendSubs {
@@ -207,7 +273,7 @@ func (d *Dispatcher) presendRefresh(ctx context.Context) error {
 	if len(subs) > 0 {
 		infos, err := d.info.get(ctx, d.cfg.Pool, want)
 		if err != nil {
-			return err
+			return false, err
 		}
 		for i, s := range subs {
 			if s.info = infos[s.id]; s.info == nil {
@@ -222,8 +288,10 @@ func (d *Dispatcher) presendRefresh(ctx context.Context) error {
 	if p.gen == gen {
 		p.index = idx
 	}
+	// The changes this read saw need not be seen again.
+	p.mustSee = slices.DeleteFunc(p.mustSee, func(x string) bool { return slices.Contains(mustSee, x) })
 	p.mu.Unlock()
-	return nil
+	return false, nil
 }
 
 // FreshEvent is an event fan-out may have sent before writing its

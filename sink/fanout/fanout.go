@@ -275,6 +275,26 @@ const (
 	fanoutClaimWritingSQL = fanoutClaimHead + writtenAttemptsCTE + fanoutClaimTail
 )
 
+// SubscriptionsMessage is the prefix of the logical decoding message every
+// change of relay.subscriptions that decides who gets an event writes with
+// its transaction (migration 000009); its content is the transaction's
+// id (xid8).
+const SubscriptionsMessage = "relay.subscriptions"
+
+var _ outbox.MessageHandler = (*Fanout)(nil)
+
+// MessagePrefixes asks the stream for the subscription changes.
+func (f *Fanout) MessagePrefixes() []string { return []string{SubscriptionsMessage} }
+
+// HandleMessage tells the dispatcher that subscriptions changed, in the
+// WAL's order: the events decoded after the change are not matched by the
+// snapshot from before it (see dispatch.Presend).
+func (f *Fanout) HandleMessage(m outbox.Message) {
+	if m.Prefix == SubscriptionsMessage && f.cfg.Dispatcher != nil {
+		f.cfg.Dispatcher.SubscriptionsChanged(string(m.Content))
+	}
+}
+
 // HandleEvents writes the deliveries of events and commits before returning.
 func (f *Fanout) HandleEvents(ctx context.Context, events []outbox.Event) error {
 	durable, err := f.StartEvents(ctx, events)

@@ -131,7 +131,7 @@ func (r *Report) Rows() [][]string {
 	if o := r.Overhead; o != nil {
 		rows = append(rows, []string{
 			fmt.Sprintf("5. write path, %d producers: time per insert, relay.outbox ÷ plain table", o.Producers),
-			fmt.Sprintf("%.3f× (outbox %s/s, plain %s/s); capture only, no subscription: %.3f× (%d of its events sent to the disabled subscription)",
+			fmt.Sprintf("%.3f× (outbox %s/s, plain %s/s); capture only, no subscription: %.3f× (%d of its events sent while disabled)",
 				o.Ratio, num(o.OutboxPerSec), num(o.PlainPerSec), o.CaptureOnlyRatio, o.SentWhileDisabled),
 			fmt.Sprintf("≤ %.2f×", TargetOverheadRatio), "the plain table is the limit", "—", verdict(o.Ratio <= TargetOverheadRatio),
 		})

@@ -54,9 +54,10 @@ import (
 //
 // The notification alone left a window: it reaches the listener after the
 // commit, and an event committed meanwhile was matched by the snapshot
-// from before. relay bench's write-overhead scenario, which disables its
-// subscription and inserts at once, saw 127 events of a 3 s phase still
-// sent to the disabled subscription.
+// from before (sent to a subscription just disabled, or to its former
+// owner). TestSubscriptionChangesAreHeardInCommitOrder shows it with the
+// notification held back; how often it happened in practice depends on
+// how quickly the listener runs after the commit.
 
 // maxPresendSubs bounds the subscriptions in the snapshot. Past it,
 // events go through the table as before: a snapshot of many thousands

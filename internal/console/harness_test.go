@@ -430,14 +430,29 @@ func (tb *tab) do(step string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-// text returns the visible text of the first element matching sel.
+// text returns the rendered text of the first element matching sel, once
+// there is one. It finds and reads the element in one evaluation: the
+// console re-renders its lists, and a node found by one call and read by
+// the next may already be gone from the page.
 func (tb *tab) text(sel string) string {
 	tb.t.Helper()
-	s, err := chromedp.Run(tb.ctx, chromedp.Text(chromedp.CSS(sel)))
+	quoted, err := json.Marshal(sel)
 	if err != nil {
-		tb.t.Fatalf("reading text of %s: %v", sel, err)
+		tb.t.Fatalf("quoting %s: %v", sel, err)
 	}
-	return strings.TrimSpace(s)
+	read := `(() => { const e = document.querySelector(` + string(quoted) + `);` +
+		` return e ? e.innerText : null })()`
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		s := eval[*string](tb, read)
+		if s != nil {
+			return strings.TrimSpace(*s)
+		}
+		if time.Now().After(deadline) {
+			tb.t.Fatalf("reading text of %s: no such element after %v", sel, stepTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // eval evaluates JavaScript and decodes its result.

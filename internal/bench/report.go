@@ -338,6 +338,6 @@ func (b *Breakdown) write(w io.Writer) {
 			fmt.Sprintf("%.2f / %.2f / %.2f", p.FromCommit.P50, p.FromCommit.P90, p.FromCommit.P99),
 			fmt.Sprintf("%.2f / %.2f / %.2f", p.Step.P50, p.Step.P90, p.Step.P99), p.From)
 	}
-	fmt.Fprintf(w, "  per event: relay %.1f context switches, %.1f read/write system calls, %.2f transactions; PostgreSQL %.0f bytes of WAL (the insert included)\n",
+	fmt.Fprintf(w, "  per event: relay %.1f context switches, %.1f read/write system calls, %.2f committed transactions; PostgreSQL %.0f bytes of WAL (the insert included)\n",
 		b.ContextSwitchesPerEvent, b.SyscallsPerEvent, b.TransactionsPerEvent, b.WALBytesPerEvent)
 }

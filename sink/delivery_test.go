@@ -343,10 +343,20 @@ func TestAnswerTable(t *testing.T) {
 	for i, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
 			var d deliveryRow
-			waitFor(t, 20*time.Second, r.wantStatus, func() bool {
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				d = delivery(t, db, subs[i])
-				return d.Status == r.wantStatus && d.Attempts == r.wantTries
-			})
+				if d.Status == r.wantStatus && d.Attempts == r.wantTries {
+					break
+				}
+				if time.Now().After(deadline) {
+					lastError := "<nil>"
+					if d.LastError != nil {
+						lastError = *d.LastError
+					}
+					t.Fatalf("timed out after 20s waiting for %s after %d attempts: the delivery is %s after %d, last error %q",
+						r.wantStatus, r.wantTries, d.Status, d.Attempts, lastError)
+				}
+			}
 			if r.wantError != "" && (d.LastError == nil || !strings.Contains(*d.LastError, r.wantError)) {
 				t.Errorf("last_error = %v, want it to contain %q", d.LastError, r.wantError)
 			}

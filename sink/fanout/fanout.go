@@ -206,7 +206,12 @@ WITH f AS (
      AND s.id IS DISTINCT FROM e.skip
      AND (s.filter IS NULL OR relay.payload_matches(e.payload, s.filter, s.filter_is_predicate))
     WHERE e.target IS NULL
-      AND NOT EXISTS (SELECT 1 FROM pre WHERE pre.ord = e.ord AND pre.subscription_id = s.id)
+      -- NOT IN, not NOT EXISTS: the planner takes unnest's arrays for 10
+      -- rows and would run NOT EXISTS as a nested loop (2,000 matched
+      -- rows × 1,024 sent ahead: 1.5 million comparisons, half of a
+      -- 350-ms statement); NOT IN over a subquery is a hashed subplan,
+      -- built once. Neither side is ever NULL, so the two mean the same.
+      AND (e.ord, s.id) NOT IN (SELECT pre.ord, pre.subscription_id FROM pre)
     UNION ALL
     SELECT e.ord, e.event_id, s.id, false, s.max_in_flight, s.timeout_ms, NULL
     FROM e JOIN relay.subscriptions AS s ON s.id = e.target
@@ -273,7 +278,7 @@ FROM n
 LEFT JOIN (
     SELECT i.id, i.subscription_id, i.event_id::text, s.updated_at
     FROM ins AS i JOIN relay.subscriptions AS s ON s.id = i.subscription_id
-    WHERE i.status = 'delivering' AND NOT EXISTS (SELECT 1 FROM pre WHERE pre.id = i.id)
+    WHERE i.status = 'delivering' AND i.id NOT IN (SELECT pre.id FROM pre) -- hashed, as in matched
 ) AS c ON true`
 
 // fanoutClaimSQL and fanoutClaimWritingSQL are the statement without and

@@ -198,6 +198,20 @@ func producePaced(ctx context.Context, pool *pgxpool.Pool, rate int, d time.Dura
 	return res, int(late.Load()), firstErr
 }
 
+// PacedEvents is the latency scenario's load for another tool's harness
+// (scripts/peers): rate events a second for d, one ~500-byte event per
+// transaction into relay.outbox from workers connections. It returns each
+// event's id and when its commit returned (Unix nanoseconds), in the order
+// they were due.
+func PacedEvents(ctx context.Context, pool *pgxpool.Pool, rate int, d time.Duration, workers int) (ids []string, committedNs []int64, err error) {
+	res, _, err := producePaced(ctx, pool, rate, d, workers)
+	for _, s := range res.samples {
+		ids = append(ids, s.id)
+		committedNs = append(committedNs, s.commitNs)
+	}
+	return ids, committedNs, err
+}
+
 // httpLoad is the result of a plain HTTP load on the receiver.
 type httpLoad struct {
 	Requests int64

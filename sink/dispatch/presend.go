@@ -145,13 +145,18 @@ func (p *presender) wake() {
 // the statement sees every transaction of $2 (committed changes the stream
 // decoded); the subscriptions follow, NULL when there are none.
 const presendSnapshotSQL = `
-SELECT v.seen, s.*
+SELECT v.seen, a.all_in, s.*
 FROM (SELECT coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), true) AS seen
       FROM unnest($2::text[]::xid8[]) AS x) AS v
+CROSS JOIN (
+    -- Whether the snapshot holds every enabled subscription: none has a
+    -- filter, a window, ordering or an open circuit (true when there is
+    -- no enabled subscription at all).
+    SELECT NOT EXISTS (SELECT 1 FROM relay.subscriptions
+                       WHERE enabled AND NOT (filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL)) AS all_in
+) AS a
 LEFT JOIN LATERAL (
-    SELECT id, event_types, owner, held_until,
-           NOT EXISTS (SELECT 1 FROM relay.subscriptions
-                       WHERE enabled AND NOT (filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL))
+    SELECT id, event_types, owner, held_until
     FROM relay.subscriptions
     WHERE enabled AND filter IS NULL AND window_start IS NULL AND ordering = 'none' AND circuit_opened_at IS NULL
     LIMIT $1
@@ -239,18 +244,16 @@ func (d *Dispatcher) presendRefresh(ctx context.Context) (unseen bool, err error
 		s := &presendSub{}
 		var id *int64
 		var types []string
-		var all *bool
-		if err := rows.Scan(&seen, &id, &types, &s.owner, &s.heldUntil, &all); err != nil {
+		if err := rows.Scan(&seen, &complete, &id, &types, &s.owner, &s.heldUntil); err != nil {
 			rows.Close()
 			return false, fmt.Errorf("reading subscriptions: %w", err)
 		}
 		if id == nil {
-			// No subscription: every enabled one has a filter, a
-			// window, ordering or an open circuit, or there is none.
-			complete = false
+			// None in the snapshot: no enabled subscription (complete),
+			// or every enabled one is held back (not complete).
 			break
 		}
-		s.id, complete = *id, *all
+		s.id = *id
 		subs = append(subs, s)
 		patterns = append(patterns, types)
 		// A zero updated_at matches no cached entry: the snapshot reads
@@ -293,6 +296,19 @@ func (d *Dispatcher) presendRefresh(ctx context.Context) (unseen bool, err error
 	p.mustSee = slices.DeleteFunc(p.mustSee, func(x string) bool { return slices.Contains(mustSee, x) })
 	p.mu.Unlock()
 	return false, nil
+}
+
+// mayMatch reports whether a subscription of the snapshot has one of the
+// events' patterns (owners aside).
+func (idx *presendIndex) mayMatch(events []FreshEvent) bool {
+	for i := range events {
+		for pat := range strings.SplitSeq(events[i].Candidates, " ") {
+			if len(idx.byPattern[pat]) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // FreshEvent is an event fan-out may have sent before writing its
@@ -479,13 +495,24 @@ func (p *Presend) Resolve(err error, absent []int64) {
 // Presend sends at once, from the snapshot, the deliveries of fresh events
 // to subscriptions nothing holds back, within the room h gives (which it
 // takes from h, so the fan-out statement claims only what is left) and the
-// ids in stock. It returns nil when it sent nothing.
+// ids in stock. When it sent nothing it returns nil, or, when the snapshot
+// is complete and no subscription matches the events at all, an empty
+// Presend that is Complete: fan-out then writes the events behind, with
+// those it groups them with, instead of one statement per chunk for
+// events that go nowhere.
 func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 	d := h.d
 	p := &d.presend
 	now := time.Now()
 	p.mu.Lock()
 	idx := p.index
+	if idx != nil && p.listening && idx.complete && !idx.mayMatch(events) {
+		// No subscription has a pattern of these events: nothing to
+		// send, and no ids or room needed. The statement still runs
+		// (behind), and matches what has changed since the snapshot.
+		p.mu.Unlock()
+		return &Presend{Complete: true}
+	}
 	if idx == nil || !p.listening || len(p.ids) == 0 || h.Free <= 0 || len(idx.byPattern) == 0 {
 		low := len(p.ids) < presendIDBatch/2
 		p.mu.Unlock()
@@ -573,6 +600,9 @@ func (h *Handoff) Presend(ctx context.Context, events []FreshEvent) *Presend {
 		p.wake()
 	}
 	if taken == 0 {
+		if complete && !limited {
+			return &Presend{Complete: true} // nothing matches (see above)
+		}
 		return nil
 	}
 	h.Free -= taken

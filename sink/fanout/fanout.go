@@ -64,10 +64,10 @@ type Config struct {
 // events/s, and covers the answer of most receivers (the benchmark's
 // median from hand-over to answer is about 0.3 ms), so that their
 // deliveries are written finished. Against 5 ms, relay's own statements
-// took 45 % less of PostgreSQL's CPU at 1,000 events/s (0.07 committed
+// took half as much of PostgreSQL's CPU at 1,000 events/s (0.07 committed
 // transactions per event instead of 0.21), which left the walsender and
-// the producers more of the machine: p90 and p99 lower, the write
-// overhead 1.53-1.59x instead of 1.76-1.79x (BENCHMARKS.md, stop 27).
+// the producers more of the machine: relay's CPU per event 10-17 % lower,
+// the p90 a little lower ("Writing behind for 20 ms" in BENCHMARKS.md).
 // What it costs: the delivery log shows an attempt up to 20 ms later, and
 // a crash re-sends what was sent in the last 20 ms or so (the events sent
 // ahead whose rows were not yet committed; at-least-once allows it).

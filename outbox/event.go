@@ -67,7 +67,7 @@ type Handler interface {
 // for half of each event's way through relay). The stream still
 // acknowledges a transaction only once every commit up to its last events
 // is confirmed, in order, and it waits for the oldest before starting
-// more than MaxOverlapped.
+// more than MaxOverlapped, or more than MaxOverlappedBytes of events.
 type PipelinedHandler interface {
 	Handler
 	// StartEvents begins handling events. When it returns nil, durable

@@ -144,3 +144,40 @@ func TestCaptureOverlappedCommitsAreBounded(t *testing.T) {
 }
 
 var _ outbox.PipelinedHandler = (*heldCommits)(nil)
+
+// Large events bound the unconfirmed hand-overs by their size too: with
+// 4-MiB payloads the stream stops at MaxOverlappedBytes, long before
+// MaxOverlapped commits, and goes on once the oldest is confirmed.
+func TestCaptureOverlappedBytesAreBounded(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	h := &heldCommits{added: make(chan struct{}, 64)}
+	startCapture(t, db, func(outbox.Handler) outbox.Handler { return h })
+	emit := func(typ string) {
+		db.Exec(t, `SELECT relay.emit($1, jsonb_build_object('blob', repeat('x', $2)))`, typ, 4<<20)
+	}
+	emit("a.big")
+	calls := []heldCall{h.next(t)}
+	size := len(calls[0].events[0].Payload)
+	fit := outbox.MaxOverlappedBytes / size // hand-overs whose events fit together
+	for len(calls) < fit {
+		emit("a.big")
+		calls = append(calls, h.next(t))
+	}
+	emit("a.over")
+	// A 4-MiB event takes well under a second from its commit to its
+	// hand-over here (-race included); give it several.
+	select {
+	case <-h.added:
+		t.Fatalf("one more hand-over of %d bytes started with %d unconfirmed holding %d bytes", size, fit, fit*size)
+	case <-time.After(3 * time.Second):
+	}
+	calls[0].durable <- nil
+	over := h.next(t)
+	if over.events[0].Type != "a.over" {
+		t.Fatalf("handed over %s", over.events[0].Type)
+	}
+	for _, c := range append(calls[1:], over) {
+		c.durable <- nil
+	}
+}

@@ -474,14 +474,14 @@ const MaxOverlapped = 64
 // MaxOverlappedBytes bounds, besides MaxOverlapped, the payloads and
 // headers of the events in unconfirmed hand-overs (one hand-over may
 // always be unconfirmed, however large). Fan-out keeps the fresh events
-// it sent ahead until their group's statement, up to
-// fanout.DefaultWriteBehind later, so 64 hand-overs of MaxBatch events
-// each could hold 128,000 events in memory: gigabytes with payloads of
-// tens of kilobytes. 16 MiB is 16 chunks of 2,000 events of 500 bytes,
-// the bound before MaxOverlapped grew; single-event hand-overs stay far
-// below it, and a drain, whose chunks are written before their commit is
-// awaited, ran as fast with it (12,421-12,774 events/s against
-// 11,446-12,023 without, alternated).
+// it sent ahead, and those no subscription matches, until their group's
+// statement, up to fanout.DefaultWriteBehind later: 64 hand-overs of
+// MaxBatch events each could hold 128,000 events in memory, gigabytes
+// with payloads of tens of kilobytes. 16 MiB is 16 chunks of 2,000
+// events of 500 bytes, the bound before MaxOverlapped grew. Single-event
+// hand-overs stay far below it, and a drain, whose chunks are written
+// before their commit is awaited, ran as fast with it (12,421-12,774
+// events/s against 11,446-12,023 without, alternated).
 const MaxOverlappedBytes = 16 << 20
 
 // oldestDurable is the channel of the oldest unconfirmed commit, nil (which

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -272,9 +273,7 @@ func TestAnswerTable(t *testing.T) {
 	startCapture(t, db, nil)
 	startDispatcher(t, db, loopback, nil)
 
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	refusedURL := "http://" + closed.Addr().String() + "/hook"
-	closed.Close()
+	refusedURL := "http://" + refusingAddr(t) + "/hook"
 
 	status := func(code int, hdr ...string) func(int, http.ResponseWriter, *http.Request) {
 		return func(_ int, w http.ResponseWriter, _ *http.Request) {
@@ -389,6 +388,28 @@ func TestAnswerTable(t *testing.T) {
 	if n := count(t, db.Pool, `SELECT count(*) FROM relay.delivery_attempts WHERE status_code = 301`); n != 1 {
 		t.Fatalf("301 attempts = %d", n)
 	}
+}
+
+// refusingAddr is a loopback address that refuses connections for the
+// whole test: a TCP socket bound to it but not listening, so the kernel
+// answers a connection with a reset and no other test's server can take
+// the port. A listener closed at once would free the port, and a parallel
+// test's server could bind it before the delivery is attempted.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 func TestSecretRotationSignsWithBothDuringGrace(t *testing.T) {

@@ -3,6 +3,7 @@ package sink_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -51,6 +52,27 @@ func (h *heldCommits) next(t *testing.T) heldCall {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.calls[len(h.calls)-1]
+}
+
+// holdsBack checks that the stream hands nothing more over within d while
+// calls are unconfirmed (why says what that would mean), then that
+// confirming the oldest lets the event of type next through; it confirms
+// them all at the end.
+func (h *heldCommits) holdsBack(t *testing.T, calls []heldCall, d time.Duration, next, why string) {
+	t.Helper()
+	select {
+	case <-h.added:
+		t.Fatal(why)
+	case <-time.After(d):
+	}
+	calls[0].durable <- nil
+	got := h.next(t)
+	if got.events[0].Type != next {
+		t.Fatalf("handed over %s, want %s", got.events[0].Type, next)
+	}
+	for _, c := range append(calls[1:], got) {
+		c.durable <- nil
+	}
 }
 
 // The stream hands the next events over while an earlier commit is still
@@ -128,19 +150,8 @@ func TestCaptureOverlappedCommitsAreBounded(t *testing.T) {
 		calls = append(calls, h.next(t))
 	}
 	db.Exec(t, `SELECT relay.emit('a.fifth', '{}')`)
-	select {
-	case <-h.added:
-		t.Fatalf("one more hand-over started with %d commits unconfirmed", outbox.MaxOverlapped)
-	case <-time.After(500 * time.Millisecond):
-	}
-	calls[0].durable <- nil
-	fifth := h.next(t)
-	if fifth.events[0].Type != "a.fifth" {
-		t.Fatalf("handed over %s", fifth.events[0].Type)
-	}
-	for _, c := range append(calls[1:], fifth) {
-		c.durable <- nil
-	}
+	h.holdsBack(t, calls, 500*time.Millisecond, "a.fifth",
+		fmt.Sprintf("one more hand-over started with %d commits unconfirmed", outbox.MaxOverlapped))
 }
 
 var _ outbox.PipelinedHandler = (*heldCommits)(nil)
@@ -167,17 +178,6 @@ func TestCaptureOverlappedBytesAreBounded(t *testing.T) {
 	emit("a.over")
 	// A 4-MiB event takes well under a second from its commit to its
 	// hand-over here (-race included); give it several.
-	select {
-	case <-h.added:
-		t.Fatalf("one more hand-over of %d bytes started with %d unconfirmed holding %d bytes", size, fit, fit*size)
-	case <-time.After(3 * time.Second):
-	}
-	calls[0].durable <- nil
-	over := h.next(t)
-	if over.events[0].Type != "a.over" {
-		t.Fatalf("handed over %s", over.events[0].Type)
-	}
-	for _, c := range append(calls[1:], over) {
-		c.durable <- nil
-	}
+	h.holdsBack(t, calls, 3*time.Second, "a.over",
+		fmt.Sprintf("one more hand-over of %d bytes started with %d unconfirmed holding %d bytes", size, fit, fit*size))
 }

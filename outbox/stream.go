@@ -620,11 +620,11 @@ func (l *loop) flush(ctx context.Context) error {
 	if len(l.pending) > 0 {
 		var durable <-chan error
 		var err error
-		size := 0
-		for _, ev := range l.pending {
-			size += len(ev.Payload) + len(ev.Headers)
-		}
+		size := 0 // of the events, for MaxOverlappedBytes
 		if ph, ok := l.s.cfg.Handler.(PipelinedHandler); ok {
+			for _, ev := range l.pending {
+				size += len(ev.Payload) + len(ev.Headers)
+			}
 			for len(l.overlapped) >= MaxOverlapped ||
 				(len(l.overlapped) > 0 && l.overlappedBytes+size > MaxOverlappedBytes) {
 				if err := l.awaitOldest(ctx); err != nil {

@@ -187,12 +187,12 @@ func (r *Report) flowRows() [][]string {
 		})
 	}
 	if o := r.Ordering; o != nil && o.None != nil && o.Key != nil {
-		keyed := o.Key.EventsPerSec / max(o.None.EventsPerSec, 1)
+		share := ratio(o.Key.EventsPerSec, o.None.EventsPerSec)
 		rows = append(rows, []string{
 			fmt.Sprintf("9. drain %s events, %d keys: events/s, ordering = none vs key", num(float64(o.Events)), o.Keys),
-			fmt.Sprintf("%s vs %s (%s)", num(o.None.EventsPerSec), num(o.Key.EventsPerSec), ratio(o.Key.EventsPerSec, o.None.EventsPerSec)),
-			fmt.Sprintf("key ≥ %.1f × none", minKeyedShare), "the same backlog unordered", ratio(o.Key.EventsPerSec, o.None.EventsPerSec),
-			verdict(keyed >= minKeyedShare),
+			fmt.Sprintf("%s vs %s (%s)", num(o.None.EventsPerSec), num(o.Key.EventsPerSec), share),
+			fmt.Sprintf("key ≥ %.1f × none", minKeyedShare), "the same backlog unordered", share,
+			verdict(o.Key.EventsPerSec >= minKeyedShare*o.None.EventsPerSec),
 		})
 	}
 	return rows

@@ -32,7 +32,9 @@ type ProcUsage struct {
 	PeakRSS int64 // bytes
 }
 
-func readUsage(pid int) (ProcUsage, error) {
+// ReadUsage reads process pid's usage so far (the peers' harnesses in
+// scripts/peers read theirs with it too).
+func ReadUsage(pid int) (ProcUsage, error) {
 	var u ProcUsage
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -104,7 +106,7 @@ func (c *child) reap() {
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
 
-func (c *child) usage() (ProcUsage, error) { return readUsage(c.pid()) }
+func (c *child) usage() (ProcUsage, error) { return ReadUsage(c.pid()) }
 
 func (c *child) running() bool {
 	select {

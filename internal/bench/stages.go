@@ -218,12 +218,14 @@ func breakdown(samples []sample, stages map[string]stageRecord, rep ReceiverRepo
 	}
 	for i, p := range stagePoints {
 		b.Points = append(b.Points, StagePoint{Name: p.name, From: p.from, Events: len(from[i]),
-			FromCommit: percentiles(from[i]), Step: percentiles(step[i])})
+			FromCommit: Percentiles(from[i]), Step: Percentiles(step[i])})
 	}
 	return b
 }
 
-func percentiles(ds []time.Duration) Latencies {
+// Percentiles are the nearest-rank p50, p90, p99 and the largest of ds
+// (sorted in place), the latency scenario's figures.
+func Percentiles(ds []time.Duration) Latencies {
 	l := Latencies{P50: ms(percentile(ds, 0.5)), P90: ms(percentile(ds, 0.9)), P99: ms(percentile(ds, 0.99))}
 	if len(ds) > 0 {
 		l.Max = ms(ds[len(ds)-1])

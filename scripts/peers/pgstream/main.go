@@ -20,9 +20,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -61,7 +58,7 @@ func measure(dbURL string, pid int, recv string, rate int, dur time.Duration) er
 	if _, err := waitAll(recv, warm, time.Minute); err != nil {
 		return err
 	}
-	cpu0, err := cpuSeconds(pid)
+	u0, err := bench.ReadUsage(pid)
 	if err != nil {
 		return err
 	}
@@ -73,23 +70,23 @@ func measure(dbURL string, pid int, recv string, rate int, dur time.Duration) er
 	if err != nil {
 		return err
 	}
-	cpu1, err := cpuSeconds(pid)
+	u1, err := bench.ReadUsage(pid)
 	if err != nil {
 		return err
 	}
-	var ms []float64
+	var ds []time.Duration
 	for i, id := range ids {
 		if at, ok := received[id]; ok {
-			ms = append(ms, float64(at-committed[i])/1e6)
+			ds = append(ds, time.Duration(at-committed[i]))
 		}
 	}
-	if len(ms) == 0 {
+	if len(ds) == 0 {
 		return fmt.Errorf("none of the %d events reached the receiver", len(ids))
 	}
-	sort.Float64s(ms)
-	p := func(q float64) float64 { return ms[int(q*float64(len(ms)-1))] }
+	l := bench.Percentiles(ds) // as relay bench computes relay's
+	cpu := u1.CPU - u0.CPU
 	fmt.Printf("pgstream: %d events, missing %d; commit→receipt p50 %.2f / p90 %.2f / p99 %.2f / max %.2f ms; pgstream CPU %.1f µs per event (%.2f s)\n",
-		len(ids), len(ids)-len(ms), p(0.5), p(0.9), p(0.99), ms[len(ms)-1], (cpu1-cpu0)/float64(len(ids))*1e6, cpu1-cpu0)
+		len(ids), len(ids)-len(ds), l.P50, l.P90, l.P99, l.Max, float64(cpu.Microseconds())/float64(len(ids)), cpu.Seconds())
 	return nil
 }
 
@@ -119,19 +116,6 @@ func waitAll(recv string, ids []string, timeout time.Duration) (map[string]int64
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// cpuSeconds is the user and system CPU time of process pid.
-func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100, nil // clock ticks; 100 a second on Linux
 }
 
 // receive serves pgstream's webhooks: the first receipt time of every
